@@ -1,0 +1,105 @@
+"""Encode and decode contract events, one at a time or a whole Kafka batch at once.
+
+Batch decoding runs msgspec over the whole batch in one comprehension (about 0.3 us
+per message); only when that fails does it go message by message to find which are
+bad and why.  (Joining the values into one JSON array is no faster and lets two
+malformed messages combine into one plausible event, so it is not done.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+import msgspec
+
+from plantstream.contract.events import SCHEMA_VERSION, _Event
+
+E = TypeVar("E", bound=_Event)
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+class ErrorKind(StrEnum):
+    EMPTY = "empty"
+    MALFORMED = "malformed"
+    SCHEMA = "schema"
+    FUTURE_VERSION = "future_version"
+    UNKNOWN_MACHINE = "unknown_machine"
+    IMPOSSIBLE_VALUE = "impossible_value"
+    LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class ContractError(ValueError):
+    """Why a payload is not a valid event; ``field`` names the offending field if any."""
+
+    kind: ErrorKind
+    reason: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (field `{self.field}`)" if self.field else ""
+        return f"{self.kind.value}{where}: {self.reason}"
+
+
+def _contract_error(exc: msgspec.MsgspecError) -> ContractError:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        match = _AT_PATH.search(text) or _MISSING.search(text)
+        field = match.group(1) if match else None
+        if field == "v":
+            return ContractError(
+                ErrorKind.FUTURE_VERSION, f"schema version not supported (this reader knows <= {SCHEMA_VERSION})", "v"
+            )
+        return ContractError(ErrorKind.SCHEMA, _AT_PATH.sub("", text), field or None)
+    return ContractError(ErrorKind.MALFORMED, text)
+
+
+class Codec(Generic[E]):
+    """JSON codec for one event type."""
+
+    def __init__(self, event_type: type[E]) -> None:
+        self.event_type = event_type
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(event_type)
+
+    def encode(self, event: E) -> bytes:
+        return self._encoder.encode(event)
+
+    def encode_many(self, events: list[E]) -> list[bytes]:
+        encode = self._encoder.encode
+        return [encode(e) for e in events]
+
+    def decode(self, data: bytes | None) -> E:
+        """Decode one payload; raises :class:`ContractError` naming the bad field."""
+        if not data:
+            raise ContractError(ErrorKind.EMPTY, "empty payload")
+        try:
+            return self._decoder.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise _contract_error(exc) from None
+
+    def decode_batch(self, values: list[bytes | None]) -> tuple[list[E | None], list[tuple[int, ContractError]]]:
+        """Decode many payloads.
+
+        Returns the decoded events aligned with ``values`` (``None`` where invalid) and
+        the list of ``(index, error)`` for the invalid ones.
+        """
+        decode = self._decoder.decode
+        try:
+            return [decode(value) for value in values], []  # type: ignore[arg-type]
+        except (msgspec.MsgspecError, TypeError):
+            pass  # find the culprits one by one below
+        events: list[E | None] = []
+        errors: list[tuple[int, ContractError]] = []
+        for index, value in enumerate(values):
+            try:
+                events.append(self.decode(value))
+            except ContractError as err:
+                events.append(None)
+                errors.append((index, err))
+        return events, errors

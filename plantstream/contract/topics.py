@@ -1,0 +1,114 @@
+"""The topic catalogue: names, payload types, keys and configs of every topic.
+
+Every topic is keyed by ``machine_id`` so one machine's events stay in one partition,
+in order.  Configs are explicit (retention, cleanup policy) because some clients read
+them back and some brokers only report what was set at creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plantstream.contract.events import Alert, EnergyUsage, MachineEvent, QualityMetric, Telemetry, _Event
+from plantstream.settings import Settings
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    payload: type[_Event] | None
+    description: str
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        conf = {
+            "retention.ms": str(self.retention_ms),
+            "retention.bytes": "-1",
+            "cleanup.policy": self.cleanup_policy,
+        }
+        conf.update(self.extra_config)
+        return conf
+
+
+TELEMETRY = TopicSpec("factory.machine.telemetry", Telemetry, "sampled sensor values, one signal per event")
+MACHINE_EVENTS = TopicSpec("factory.machine.events", MachineEvent, "state changes and occurrences")
+QUALITY_METRICS = TopicSpec("factory.quality.metrics", QualityMetric, "inspection result per part")
+ENERGY_USAGE = TopicSpec("factory.energy.usage", EnergyUsage, "power and energy meter readings")
+ALERTS = TopicSpec("factory.alerts", Alert, "alerts derived by the stream (QualityAlert, MaintenanceRequired, ...)")
+DEAD_LETTERS = TopicSpec(
+    "factory.deadletter",
+    None,
+    "rejected messages: original key and bytes, reason and origin in headers",
+    retention_ms=30 * DAY_MS,
+)
+LATE_EVENTS = TopicSpec(
+    "factory.machine.telemetry.late",
+    Telemetry,
+    "telemetry later than the allowed lateness of its window: kept, not lost",
+    retention_ms=30 * DAY_MS,
+)
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TELEMETRY,
+    MACHINE_EVENTS,
+    QUALITY_METRICS,
+    ENERGY_USAGE,
+    ALERTS,
+    DEAD_LETTERS,
+    LATE_EVENTS,
+)
+
+
+def message_key(machine_id: str) -> bytes:
+    """The partitioning key of every PlantStream message."""
+    return machine_id.encode()
+
+
+def partitions_for(settings: Settings, topic: TopicSpec) -> int:
+    return settings.kafka.topic_partitions.get(topic.name, settings.kafka.default_partitions)
+
+
+def ensure_topics(settings: Settings, topics: tuple[TopicSpec, ...] = CATALOGUE, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics (idempotent).  Returns the names created.
+
+    Raises if an existing topic has fewer partitions than configured, since keys
+    would then map to other partitions than the ones the data already lives in.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    from plantstream.connect.kafka import admin
+
+    client = admin(settings)
+    existing = client.list_topics(timeout=timeout_s).topics
+    created: list[str] = []
+    wanted = []
+    for topic in topics:
+        want = partitions_for(settings, topic)
+        if topic.name in existing:
+            have = len(existing[topic.name].partitions)
+            if have < want:
+                raise RuntimeError(f"topic {topic.name} has {have} partitions, settings ask for {want}")
+            continue
+        wanted.append(
+            NewTopic(
+                topic.name,
+                num_partitions=want,
+                replication_factor=settings.kafka.replication_factor,
+                config=topic.config(),
+            )
+        )
+    if not wanted:
+        return created
+    for name, future in client.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

@@ -173,8 +173,7 @@ class Settings(BaseSettings):
             bad = [key for key, value in endpoints.items() if value.startswith(loopback)]
             if bad:
                 raise ValueError(
-                    "profile=production refuses loopback endpoints; set "
-                    + ", ".join(_env_name((k,)) for k in bad)
+                    "profile=production refuses loopback endpoints; set " + ", ".join(_env_name((k,)) for k in bad)
                 )
         return self
 

@@ -27,5 +27,10 @@ def show_settings() -> None:
     Console().print(table)
 
 
+from plantstream.cli.bench_cmd import bench  # noqa: E402
+
+app.command("bench")(bench)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,32 @@
+"""``plantstream bench NAME``: the one entry point for every benchmark."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from plantstream.cli.common import emit_json_line, settings_or_exit
+
+# name -> "module:function"; each function is run(settings, console, quick) -> dict of figures.
+BENCHMARKS: dict[str, str] = {
+    "hotstore": "plantstream.benchmarks.hotstore:run",
+}
+
+
+def bench(
+    name: Annotated[str, typer.Argument(help=f"one of: {', '.join(BENCHMARKS)}")],
+    json_output: Annotated[bool, typer.Option("--json", help="end with one JSON line of the figures")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="smaller data, for a smoke run")] = False,
+) -> None:
+    """Run a benchmark: prints a table, writes benchmarks/results/NAME.json."""
+    if name not in BENCHMARKS:
+        raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    settings = settings_or_exit()
+    module_name, func_name = BENCHMARKS[name].split(":")
+    run = getattr(importlib.import_module(module_name), func_name)
+    figures = run(settings, Console(stderr=json_output), quick)
+    if json_output:
+        emit_json_line(figures)

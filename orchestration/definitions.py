@@ -1,0 +1,27 @@
+"""The Dagster code location: one ``defs()`` per domain, merged with the resources.
+
+Loaded by ``workspace.yaml``.  Settings are read when Dagster loads the definitions
+(not at import), so the same code runs against the local platform or production
+depending on ``PLANTSTREAM_*`` variables.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from plantstream.assets import stream_outputs, telemetry_silver
+from plantstream.orchestration.jobs import defs as jobs_defs
+from plantstream.orchestration.resources import build_resources
+from plantstream.settings import load_settings
+
+DOMAINS = (stream_outputs.defs, telemetry_silver.defs, jobs_defs)
+
+
+def build_definitions(settings=None) -> dg.Definitions:
+    settings = load_settings() if settings is None else settings
+    return dg.Definitions.merge(*(domain() for domain in DOMAINS), dg.Definitions(resources=build_resources(settings)))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

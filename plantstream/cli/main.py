@@ -28,8 +28,11 @@ def show_settings() -> None:
 
 
 from plantstream.cli.bench_cmd import bench  # noqa: E402
+from plantstream.cli.contract_cmd import schemas_app, topics_app  # noqa: E402
 
 app.command("bench")(bench)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
 
 
 def main() -> None:

@@ -140,3 +140,13 @@ def test_catalogue_has_the_four_streams_plus_alerts_and_dead_letters() -> None:
     assert {t.payload for t in CATALOGUE if t.payload} <= set(EVENT_TYPES)
     for topic in CATALOGUE:
         assert {"retention.ms", "cleanup.policy"} <= set(topic.config())
+
+
+def test_published_json_schemas_match_the_contract() -> None:
+    """docs/schemas is what integrators read; regenerate with `plantstream schemas export`."""
+    from pathlib import Path
+
+    published = Path(__file__).parents[2] / "docs" / "schemas"
+    for topic, schema in json_schemas().items():
+        on_disk = json.loads((published / f"{topic}.json").read_text())
+        assert on_disk == json.loads(json.dumps(schema)), f"{topic}: run `plantstream schemas export`"

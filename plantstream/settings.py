@@ -122,6 +122,12 @@ class StreamSettings(_Section):
     bronze_flush_seconds: float = Field(10.0, gt=0)
     snapshot_interval_seconds: float = Field(5.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
+    # Topic names the telemetry dataflow reads and writes.  Defaults equal the contract's
+    # catalogue (plantstream.contract.topics; tests/streaming checks they agree); tests
+    # and side-by-side deployments point a flow at other topics.
+    telemetry_topic: str = "factory.machine.telemetry"
+    dead_letter_topic: str = "factory.deadletter"
+    late_topic: str = "factory.machine.telemetry.late"
 
 
 class SimulatorSettings(_Section):

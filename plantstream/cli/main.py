@@ -1,8 +1,21 @@
-"""The ``plantstream`` command."""
+"""The ``plantstream`` command.
+
+Sub-command modules import only typer and rich at module level; heavy libraries are
+imported inside the commands so ``plantstream --help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from plantstream.cli.bench_cmd import bench
+from plantstream.cli.common import settings_or_exit
+from plantstream.cli.contract_cmd import schemas_app, topics_app
+from plantstream.cli.demo_cmd import demo
+from plantstream.cli.pipeline_cmd import simulate, stream
+from plantstream.cli.platform_cmd import platform_app
 
 app = typer.Typer(
     name="plantstream",
@@ -10,30 +23,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.command("demo")(demo)
+app.command("bench")(bench)
+app.command("simulate")(simulate)
+app.command("stream")(stream)
+app.add_typer(platform_app, name="platform")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
 
 
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (secrets masked)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from plantstream.cli.common import settings_or_exit
-
     settings = settings_or_exit()
     table = Table("environment variable", "value")
     for name, value in settings.redacted().items():
         table.add_row(name, str(value))
     Console().print(table)
-
-
-from plantstream.cli.bench_cmd import bench  # noqa: E402
-from plantstream.cli.contract_cmd import schemas_app, topics_app  # noqa: E402
-
-app.command("bench")(bench)
-app.add_typer(topics_app, name="topics")
-app.add_typer(schemas_app, name="schemas")
-
-
-def main() -> None:
-    app()

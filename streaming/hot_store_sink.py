@@ -1,0 +1,213 @@
+"""Sinks into the hot store (ClickHouse through ``clickhouse-connect``).
+
+Delivery guarantee of both sinks: **effectively-once in the deduplicated view**
+(``SELECT … FROM t FINAL``).  Bytewax re-delivers the items of an unfinished epoch
+after a crash (at-least-once); two mechanisms make that harmless:
+
+* the fast path: every insert carries an ``insert_deduplication_token`` derived from
+  what it holds (Kafka topic/partition/offset range for raw rows; window identity,
+  event count and finality for aggregates), so an identical replayed insert is dropped
+  by ClickHouse (``non_replicated_deduplication_window``);
+* the guarantee: a replay may cut batches differently (other tokens), so the tables
+  are ReplacingMergeTrees keyed by event identity - ``(machine_id, seq)`` for raw
+  rows, the window identity for aggregates - and duplicates collapse in ``FINAL``.
+
+Inserts go through ``insert_arrow`` (no per-row Python work).  Transient failures are
+retried with backoff (retrying is safe for the same reasons), then raised: the flow
+stops and resumes from its last snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from plantstream.connect.hotstore import hotstore_client
+from plantstream.settings import Settings
+from plantstream.streaming import metrics
+from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA
+from plantstream.streaming.flow_stats import FlowStats
+from plantstream.streaming.hot_tables import TELEMETRY_RAW_TABLE, TELEMETRY_WINDOWS_TABLE
+from plantstream.streaming.kafka_source import partition_key
+from plantstream.streaming.telemetry_decode import DecodedBatch
+from plantstream.streaming.telemetry_schema import TIMESTAMP_MS_UTC
+from plantstream.streaming.windowing import ClosedWindows
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INSERT_ATTEMPTS = 5
+
+# Raw columns as the hot table declares them; contract epoch-ms fields become timestamps.
+_RAW_COLUMNS = (
+    "machine_id",
+    "seq",
+    "signal",
+    "value",
+    "unit",
+    "quality",
+    "site",
+    "area",
+    "line",
+    "v",
+    "event_ts",
+    "source_ts",
+    "read_ts",
+    "ingest_ts",
+    "kafka_partition",
+    "kafka_offset",
+)
+_MS_TO_TIMESTAMP = ("source_ts", "read_ts", "ingest_ts")
+
+
+def raw_rows(events: pa.Table) -> pa.Table:
+    """Decoded telemetry (bronze schema) reshaped for ``telemetry_raw``."""
+    table = events.select(list(_RAW_COLUMNS))
+    for name in _MS_TO_TIMESTAMP:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, table.column(name).cast(TIMESTAMP_MS_UTC))
+    return table
+
+
+def window_rows(closed: ClosedWindows) -> pa.Table:
+    """Aggregates of one emission reshaped for ``telemetry_windows``."""
+    table = closed.aggregates
+    n = table.num_rows
+    counts = table.column("count").to_numpy()
+    version = counts.astype("uint64") * 2 + (1 if closed.final else 0)
+    return (
+        table.append_column("final", pa.array([int(closed.final)] * n, pa.uint8()))
+        .append_column("version", pa.array(version, pa.uint64()))
+        .append_column("kafka_partition", pa.array([closed.partition] * n, pa.int32()))
+    )
+
+
+class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
+    def __init__(
+        self,
+        settings: Settings,
+        table: str,
+        prepare: Callable[[list[T]], list[tuple[pa.Table, str]]],
+        *,
+        on_written: Callable[[pa.Table], None],
+    ) -> None:
+        self._client = hotstore_client(settings)
+        self._table = table
+        self._prepare = prepare
+        self._on_written = on_written
+
+    def write_batch(self, values: list[T]) -> None:
+        for rows, token in self._prepare(values):
+            if rows.num_rows:
+                self._insert(rows, token)
+                self._on_written(rows)
+
+    def _insert(self, rows: pa.Table, token: str) -> None:
+        settings: dict[str, Any] = {"insert_deduplication_token": token}
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            try:
+                self._client.insert_arrow(self._table, rows, settings=settings)
+                return
+            except Exception as exc:  # clickhouse-connect raises several types; all retried alike
+                if attempt == INSERT_ATTEMPTS:
+                    raise
+                delay = min(10.0, 0.2 * 2**attempt)
+                log.warning("insert into %s failed (%s); retry %d in %.1fs", self._table, exc, attempt, delay)
+                time.sleep(delay)
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _PartitionedByKafka:
+    """Sink partitions named like the source partitions, so writes stay on the reading worker."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self._parts = sorted(partition_key(p) for p in partitions)
+        self._index = {key: i for i, key in enumerate(self._parts)}
+
+    def list_parts(self) -> list[str]:
+        return self._parts
+
+    def part_fn(self, item_key: str) -> int:
+        return self._index[item_key]
+
+
+class HotRawSink(_PartitionedByKafka, FixedPartitionedSink[DecodedBatch, None]):
+    """Valid telemetry into ``telemetry_raw``: one insert per ``write_batch``, token
+    ``raw:<topic>:<partition>:<first offset>-<last offset>``.  Effectively-once in
+    ``FINAL`` (see the module docstring)."""
+
+    def __init__(self, settings: Settings, partitions: list[int], *, stats: FlowStats | None, flow: str) -> None:
+        super().__init__(partitions)
+        self._settings = settings
+        self._stats = stats
+        self._flow = flow
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
+        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
+        stats, flow = self._stats, self._flow
+
+        def written(rows: pa.Table) -> None:
+            counter.inc(rows.num_rows)
+            metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
+            if stats is not None:
+                stats.add(raw_rows_written=rows.num_rows)
+
+        return _HotStorePartition(self._settings, TELEMETRY_RAW_TABLE, _raw_inserts, on_written=written)
+
+
+def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
+    batches = [b for b in batches if b.events.num_rows]
+    if not batches:
+        return []
+    # One insert per Kafka partition in this call (normally exactly one).
+    by_partition: dict[int, list[DecodedBatch]] = {}
+    for batch in batches:
+        by_partition.setdefault(batch.partition, []).append(batch)
+    inserts = []
+    for partition, group in by_partition.items():
+        events = pa.concat_tables([b.events for b in group]) if len(group) > 1 else group[0].events
+        first = min(b.first_offset for b in group)
+        last = max(b.last_offset for b in group)
+        inserts.append((raw_rows(events), f"raw:{group[0].topic}:{partition}:{first}-{last}"))
+    return inserts
+
+
+class HotWindowSink(_PartitionedByKafka, FixedPartitionedSink[ClosedWindows, None]):
+    """Window aggregates into ``telemetry_windows``: one insert per emitted window, token
+    :attr:`ClosedWindows.dedup_token`.  Effectively-once in ``FINAL``; a final emission
+    replaces a provisional one (``ReplacingMergeTree(version)``)."""
+
+    def __init__(self, settings: Settings, partitions: list[int], *, stats: FlowStats | None, flow: str) -> None:
+        super().__init__(partitions)
+        self._settings = settings
+        self._stats = stats
+        self._flow = flow
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[ClosedWindows]:
+        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
+        stats = self._stats
+
+        def written(rows: pa.Table) -> None:
+            counter.inc(rows.num_rows)
+            if stats is not None:
+                stats.add(windows_written=rows.num_rows)
+
+        return _HotStorePartition(self._settings, TELEMETRY_WINDOWS_TABLE, _window_inserts, on_written=written)
+
+
+def _window_inserts(emissions: list[ClosedWindows]) -> list[tuple[pa.Table, str]]:
+    return [(window_rows(c), c.dedup_token) for c in emissions if c.aggregates.num_rows]
+
+
+__all__ = ["WINDOW_AGGREGATE_SCHEMA", "HotRawSink", "HotWindowSink", "raw_rows", "window_rows"]

@@ -1,0 +1,199 @@
+"""Kafka input for Bytewax that moves one item per Kafka fetch batch, not per message.
+
+Why a custom source: Bytewax's per-item overhead dominates at telemetry rates (see
+docs/streaming.md: one item per batch is ~10x the per-message flow).  Each Kafka
+partition is one Bytewax source partition with its own ``assign()``-ed consumer: no
+consumer group, no commits - Bytewax's recovery snapshots own the offsets
+(:meth:`KafkaPartition.snapshot` is the NEXT offset to read), so a resumed flow
+continues exactly after the last snapshotted batch.
+
+Bounded ("drain") mode, ``stop_at_end=True``, ends a partition when librdkafka reports
+``PARTITION_EOF`` (``enable.partition.eof``); the broker's ListOffsets high watermark is
+never used to decide that (it is wrong on some brokers, and it races with producers).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from plantstream.connect.kafka import consumer as kafka_consumer
+from plantstream.settings import Settings
+from plantstream.streaming import metrics
+
+log = logging.getLogger(__name__)
+
+# The poll interval when a partition had nothing: short enough for low latency,
+# long enough not to spin a core on an idle topic.
+IDLE_POLL = timedelta(milliseconds=5)
+
+
+def partition_key(partition: int) -> str:
+    """Bytewax key of a Kafka partition: used for the source partition, the
+    ``stateful_batch`` key and the sink partitions, so they stay aligned (zero-padded
+    so that sorted keys are in partition order)."""
+    return f"{partition:04d}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """The messages of one Kafka fetch from one partition, in offset order.
+
+    Keys and values are the original bytes (``None`` for a null key/value); ``offsets``
+    are their Kafka offsets (not always contiguous: compaction and transaction markers
+    leave gaps).
+    """
+
+    topic: str
+    partition: int
+    offsets: np.ndarray
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    @property
+    def first_offset(self) -> int:
+        return int(self.offsets[0])
+
+    @property
+    def last_offset(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def key(self) -> str:
+        return partition_key(self.partition)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
+    """One Kafka partition read through an ``assign()``-ed consumer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        partition: int,
+        next_offset: int | None,
+        *,
+        stop_at_end: bool,
+        flow: str,
+    ) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self._topic = topic
+        self._partition = partition
+        self._batch_size = settings.stream.consumer_batch_size
+        self._stop_at_end = stop_at_end
+        self._at_end = False
+        self._idle = False
+        self._next_offset = next_offset
+        self._flow = flow
+        self._lag = metrics.CONSUMER_LAG.labels(flow, topic, str(partition))
+        self._events_in = metrics.EVENTS_IN.labels(flow)
+        self._consumer = kafka_consumer(
+            settings,
+            **{
+                "group.id": f"{settings.kafka.client_id}-{flow}-assign",  # required by librdkafka; never joined
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 100,
+                "fetch.max.bytes": 52_428_800,
+                "max.partition.fetch.bytes": 10_485_760,
+                "queued.min.messages": max(100_000, 4 * self._batch_size),
+            },
+        )
+        start = OFFSET_BEGINNING if next_offset is None else next_offset
+        self._tp = TopicPartition(topic, partition)
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+
+    def next_batch(self) -> list[RawBatch]:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self._at_end:
+            raise StopIteration
+        messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
+        if not messages:
+            self._idle = True
+            return []
+        self._idle = False
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if self._stop_at_end:
+                        self._at_end = True
+                    continue
+                if error.fatal() or not error.retriable():
+                    raise KafkaException(error)
+                log.warning("kafka consumer %s[%d]: %s", self._topic, self._partition, error)
+                continue
+            offsets.append(message.offset())
+            keys.append(message.key())
+            values.append(message.value())
+        if not offsets:
+            return []
+        self._next_offset = offsets[-1] + 1
+        self._events_in.inc(len(values))
+        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if high >= 0:
+            self._lag.set(max(0, high - self._next_offset))
+        return [RawBatch(self._topic, self._partition, np.array(offsets, dtype=np.int64), keys, values)]
+
+    def next_awake(self) -> datetime | None:
+        if self._idle and not self._at_end:
+            return datetime.now(UTC) + IDLE_POLL
+        return None
+
+    def snapshot(self) -> int | None:
+        """The next offset to read (None: nothing read yet, start at the beginning)."""
+        return self._next_offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
+    """All partitions of ``topic``; each emits :class:`RawBatch` items.
+
+    Delivery: every message is emitted at least once; after a crash the partitions
+    resume at the offsets of the last completed snapshot, so the messages after it are
+    emitted again (downstream sinks deduplicate).
+    """
+
+    def __init__(self, settings: Settings, topic: str, partitions: list[int], *, stop_at_end: bool, flow: str):
+        self._settings = settings
+        self._topic = topic
+        self._partitions = {partition_key(p): p for p in partitions}
+        self._stop_at_end = stop_at_end
+        self._flow = flow
+
+    def list_parts(self) -> list[str]:
+        return sorted(self._partitions)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
+        return KafkaPartition(
+            self._settings,
+            self._topic,
+            self._partitions[for_part],
+            resume_state,
+            stop_at_end=self._stop_at_end,
+            flow=self._flow,
+        )
+
+
+def topic_partitions(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """Partition ids of an existing topic (raises if the topic does not exist)."""
+    from plantstream.connect.kafka import admin
+
+    metadata = admin(settings).list_topics(topic, timeout=timeout_s)
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise RuntimeError(f"topic {topic!r} not found or has no partitions ({info.error if info else 'missing'})")
+    return sorted(info.partitions)

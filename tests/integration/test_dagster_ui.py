@@ -1,0 +1,87 @@
+"""`dagster dev -w workspace.yaml` against a running platform shows the asset graph.
+
+Starts the real Dagster webserver on the repository's workspace.yaml and asks its
+GraphQL API (what the UI renders) for the asset nodes and their lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from plantstream.settings import Settings, child_env
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).parents[2]
+QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_for_assets(port: int, process: subprocess.Popen, timeout_s: float) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"dagster-webserver exited with {process.returncode}")
+        try:
+            nodes = graphql(port, QUERY)["data"]["assetNodes"]
+            if nodes:
+                return nodes
+        except (OSError, KeyError, TypeError) as exc:
+            last_error = exc
+        time.sleep(0.5)
+    raise AssertionError(f"no asset nodes within {timeout_s}s (last error: {last_error})")
+
+
+def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Settings, free_port, tmp_path) -> None:
+    port = free_port()
+    env = child_env(platform_settings, DAGSTER_HOME=str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        nodes = wait_for_assets(port, process, timeout_s=120)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the webserver runs the code location in child processes
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert {"kafka/factory_machine_telemetry", "bronze/telemetry", "silver/telemetry", "hotstore/telemetry_raw"} <= set(
+        by_key
+    )
+    assert ["bronze", "telemetry"] in [d["path"] for d in by_key["silver/telemetry"]["dependencyKeys"]]
+    assert by_key["silver/telemetry"]["groupName"] == "lakehouse"

@@ -1,0 +1,86 @@
+"""Reading and writing the real platform in the streaming integration tests."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from plantstream.connect.hotstore import hotstore_client
+from plantstream.connect.kafka import consumer, producer
+from plantstream.connect.s3 import delta_storage_options
+from plantstream.contract import Codec, Telemetry
+from plantstream.contract.topics import message_key
+from plantstream.settings import Settings
+from plantstream.streaming.bronze_sink import bronze_telemetry_uri
+from plantstream.streaming.runner import prepare_telemetry_flow
+
+CODEC = Codec(Telemetry)
+
+
+def produce(settings: Settings, events: list[Telemetry], bad: list[bytes] = (), *, topic: str | None = None) -> None:
+    """Produce events (keyed by machine) and bad payloads; wait until all are acknowledged."""
+    prepare_telemetry_flow(settings)
+    topic = topic or settings.stream.telemetry_topic
+    errors: list[str] = []
+
+    def delivered(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    p = producer(settings)
+    for event in events:
+        p.produce(topic, value=CODEC.encode(event), key=message_key(event.machine_id), on_delivery=delivered)
+        p.poll(0)
+    for i, payload in enumerate(bad):
+        p.produce(topic, value=payload, key=f"bad-{i}".encode(), on_delivery=delivered)
+    assert p.flush(60) == 0, "producer did not deliver everything"
+    assert not errors, errors
+
+
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list:
+    """Every record of ``topic`` (reads each partition to its end via partition EOF)."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+    c = consumer(settings, **{"enable.partition.eof": True, "group.id": f"test-read-{topic}"})
+    partitions = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records, at_end = [], set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: not at end after {timeout_s}s ({len(records)} read)"
+            for m in c.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    records.append(m)
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+                else:
+                    raise AssertionError(m.error())
+    finally:
+        c.close()
+    return records
+
+
+def hot_scalar(settings: Settings, sql: str):
+    client = hotstore_client(settings)
+    try:
+        return client.command(sql)
+    finally:
+        client.close()
+
+
+def hot_arrow(settings: Settings, sql: str) -> pa.Table:
+    client = hotstore_client(settings)
+    try:
+        return client.query_arrow(sql)
+    finally:
+        client.close()
+
+
+def bronze_table(settings: Settings) -> pa.Table:
+    from deltalake import DeltaTable
+
+    return DeltaTable(
+        bronze_telemetry_uri(settings), storage_options=delta_storage_options(settings)
+    ).to_pyarrow_table()

@@ -1,0 +1,97 @@
+"""The telemetry dataflow end to end on the real local platform (Tansu, hot store, S3)."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from telemetry_flow_io import bronze_table, hot_arrow, hot_scalar, produce, read_topic
+from telemetry_samples import BASE_MS, CODEC, SIGNALS, malformed_payloads, reading, telemetry_series
+
+from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
+from plantstream.streaming.runner import run_telemetry_flow
+
+pytestmark = pytest.mark.integration
+
+
+def test_drain_writes_every_valid_event_once_and_dead_letters_the_rest(stream_settings) -> None:
+    settings = stream_settings()
+    events = telemetry_series(machines=6, seconds=200)
+    bad = malformed_payloads()
+    produce(settings, events, [payload for payload, _ in bad])
+
+    stats = run_telemetry_flow(settings, stop_at_end=True)
+
+    n = len(events)
+    assert stats.events_in == n + len(bad)
+    assert stats.events_valid == n
+    assert stats.dead_letters == len(bad)
+    db = settings.hotstore.database
+    assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw FINAL") == n
+    bronze = bronze_table(settings)
+    assert bronze.num_rows == n
+    dlq = read_topic(settings, settings.stream.dead_letter_topic)
+    kinds = collections.Counter(dict(m.headers())["plantstream.error.kind"].decode() for m in dlq)
+    assert kinds == collections.Counter(kind for _, kind in bad)
+    assert sorted(m.value() for m in dlq) == sorted(payload for payload, _ in bad)
+    assert stats.windows_written > 0
+
+    # A second run with no new data duplicates nothing.
+    again = run_telemetry_flow(settings, stop_at_end=True)
+    assert again.events_in == 0
+    assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw") == n
+    assert bronze_table(settings).num_rows == n
+    assert len(read_topic(settings, settings.stream.dead_letter_topic)) == len(bad)
+
+
+def test_hot_store_aggregates_equal_a_recomputation_from_bronze(stream_settings) -> None:
+    settings = stream_settings(window_seconds=60, second_window_seconds=300, allowed_lateness_seconds=5)
+    events = telemetry_series(machines=5, seconds=900)
+    produce(settings, events)
+
+    stats = run_telemetry_flow(settings, stop_at_end=True)
+    assert stats.late == 0
+
+    bronze = bronze_table(settings)
+    db = settings.hotstore.database
+    for width in (60, 300):
+        expected = sort_aggregates(window_aggregates(bronze, width))
+        hot = sort_aggregates(
+            hot_arrow(
+                settings,
+                f"SELECT {', '.join(WINDOW_AGGREGATE_SCHEMA.names)} FROM {db}.telemetry_windows FINAL "
+                f"WHERE window_seconds = {width}",
+            )
+        )
+        assert hot.num_rows == expected.num_rows == 5 * len(SIGNALS) * (900 // width)
+        for name in ("machine_id", "signal"):
+            assert hot.column(name).to_pylist() == expected.column(name).to_pylist()
+        for name in ("window_start", "window_end", "last_ts"):
+            assert epoch_ms(hot.column(name)).tolist() == epoch_ms(expected.column(name)).tolist()
+        for name in ("count", "min", "max", "mean", "std", "p95", "last"):
+            np.testing.assert_allclose(hot.column(name).to_numpy(), expected.column(name).to_numpy(), rtol=1e-12)
+        assert set(expected.column("count").to_pylist()) == {width}
+
+
+def test_late_events_go_to_the_late_topic_and_still_reach_the_raw_sinks(stream_settings) -> None:
+    settings = stream_settings(allowed_lateness_seconds=10)
+    events = telemetry_series(machines=1, seconds=300)
+    stragglers = [reading(0, 10_000 + i, BASE_MS + 5_000 + i, "torque", 1.0) for i in range(3)]
+    produce(settings, events + stragglers)  # one machine: one partition, stragglers last
+
+    stats = run_telemetry_flow(settings, stop_at_end=True)
+
+    assert stats.late == len(stragglers)
+    late = read_topic(settings, settings.stream.late_topic)
+    assert sorted(m.value() for m in late) == sorted(CODEC.encode(e) for e in stragglers)
+    assert {dict(m.headers())["plantstream.error.kind"] for m in late} == {b"late"}
+    total = len(events) + len(stragglers)
+    assert hot_scalar(settings, f"SELECT count() FROM {settings.hotstore.database}.telemetry_raw FINAL") == total
+    assert bronze_table(settings).num_rows == total
+    first_minute = hot_scalar(
+        settings,
+        f"SELECT sum(`count`) FROM {settings.hotstore.database}.telemetry_windows FINAL "
+        f"WHERE window_seconds = 60 AND toUnixTimestamp64Milli(window_start) = {BASE_MS}",
+    )
+    assert first_minute == 60 * len(SIGNALS), "late events must not be counted in a closed window"

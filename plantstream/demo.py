@@ -28,6 +28,7 @@ class DemoResult:
     events_produced: int
     kafka_events_consumed: int
     dead_letters: int
+    late_events: int
     hot_rows: int
     hot_windows: int
     bronze_rows: int
@@ -56,6 +57,7 @@ class DemoResult:
             "kafka_events_consumed": self.kafka_events_consumed,
             "hot_windows": self.hot_windows,
             "dead_letters": self.dead_letters,
+            "late_events": self.late_events,
             "counts_agree": self.counts_agree,
             "totals": asdict(self.totals),
         }
@@ -83,7 +85,10 @@ def materialize_lakehouse(settings: Settings) -> None:
     from plantstream.orchestration.resources import build_resources
 
     result = dg.materialize(
-        [stream_outputs, telemetry_silver], resources=build_resources(settings), raise_on_error=True
+        [stream_outputs, telemetry_silver],
+        resources=build_resources(settings),
+        raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # progress is ours to show
     )
     if not result.success:
         raise RuntimeError("materialising the lakehouse assets failed")
@@ -115,6 +120,7 @@ def run_demo(settings: Settings, progress: Progress = lambda _s, _d, _t: None) -
         events_produced=produced.events,
         kafka_events_consumed=stats.events_in,
         dead_letters=stats.dead_letters,
+        late_events=stats.late,
         hot_rows=after.hot_rows - before.hot_rows,
         hot_windows=after.hot_windows - before.hot_windows,
         bronze_rows=after.bronze_rows - before.bronze_rows,

@@ -132,9 +132,9 @@ class StreamSettings(_Section):
 
 class SimulatorSettings(_Section):
     seed: int = 42
-    machines: int = Field(12, ge=1, le=10_000)
+    machines: int = Field(24, ge=1, le=10_000)
     sample_period_s: float = Field(1.0, gt=0)
-    simulated_minutes: float = Field(20.0, gt=0)
+    simulated_minutes: float = Field(60.0, gt=0)
 
 
 class Settings(BaseSettings):

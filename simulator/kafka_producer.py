@@ -17,9 +17,9 @@ from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import TELEMETRY, message_key
 from plantstream.settings import Settings
+from plantstream.simulator.checkpoint import SimulatorCheckpoint
 from plantstream.simulator.ground_truth import GroundTruthLog
 from plantstream.simulator.run import generate_telemetry, plan_run, simulator_dir
-from plantstream.simulator.sequences import SequenceStore
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ def produce_simulated_telemetry(
     import time
 
     started = time.perf_counter()
-    run = plan_run(settings)
-    sequences = SequenceStore(simulator_dir(settings) / "sequences.json")
-    first_seq = sequences.peek()
+    checkpoint = SimulatorCheckpoint(simulator_dir(settings) / "checkpoint.json")
+    run = plan_run(settings, resume_from_ms=checkpoint.clock_ms)
+    first_seq = checkpoint.peek()
     ground_truth = GroundTruthLog(simulator_dir(settings) / "ground_truth.jsonl")
     codec = Codec(Telemetry)
     producer = kafka_producer(settings)
@@ -62,7 +62,7 @@ def produce_simulated_telemetry(
 
     produced = 0
     try:
-        for event in generate_telemetry(settings, run, sequences, ground_truth):
+        for event in generate_telemetry(settings, run, checkpoint, ground_truth):
             value = codec.encode(event)
             while True:
                 try:
@@ -81,12 +81,12 @@ def produce_simulated_telemetry(
         raise DeliveryError(
             f"{produced} produced, {delivered} acknowledged, {remaining} still queued, errors: {errors[:3]}"
         )
-    sequences.commit()
+    checkpoint.commit(clock_ms=run.end_ms)
     on_progress(produced, run.events)
     return ProduceReport(
         events=delivered,
         machines=len(run.machines),
         first_seq={m.machine_id: first_seq.get(m.machine_id, 0) for m in run.machines},
-        next_seq=sequences.peek(),
+        next_seq=checkpoint.peek(),
         seconds=time.perf_counter() - started,
     )

@@ -1,8 +1,9 @@
 """Run the simulated plant faster than real time and emit canonical telemetry.
 
-Deterministic under a seed: the same settings give the same values (sequence numbers
-continue across runs, see :mod:`.sequences`).  Simulated time ends at "now", so a run
-covers the last ``simulated_minutes`` and consecutive runs do not overlap.
+Deterministic under a seed: the same settings give the same values.  Sequence numbers
+and the simulated clock continue across runs (see :mod:`.checkpoint`): a run covers
+``simulated_minutes`` starting where the previous run ended, or ending at "now" for a
+plant's first run, so consecutive runs never overlap in event time.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 from plantstream.contract import Quality, Telemetry
 from plantstream.contract.signals import SIGNALS
 from plantstream.settings import Settings
+from plantstream.simulator.checkpoint import SimulatorCheckpoint
 from plantstream.simulator.ground_truth import GroundTruthEntry, GroundTruthLog
 from plantstream.simulator.physics import PlantPhysics
 from plantstream.simulator.plant import Machine, default_plant
-from plantstream.simulator.sequences import SequenceStore
 
 READ_DELAY_MS = 5  # the gateway reads a value a few ms after the device stamped it
 
@@ -33,16 +34,24 @@ class SimulationRun:
     period_ms: int
 
     @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.steps * self.period_ms
+
+    @property
     def events(self) -> int:
         return self.steps * sum(len(m.signals) for m in self.machines)
 
 
-def plan_run(settings: Settings, now_ms: int | None = None) -> SimulationRun:
+def plan_run(settings: Settings, *, resume_from_ms: int | None = None, now_ms: int | None = None) -> SimulationRun:
+    """The next run: ``simulated_minutes`` long, never before ``resume_from_ms``."""
     sim = settings.simulator
     period_ms = round(sim.sample_period_s * 1000)
     steps = max(1, round(sim.simulated_minutes * 60_000 / period_ms))
-    end_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return SimulationRun(default_plant(sim.machines, settings.site), steps, end_ms - steps * period_ms, period_ms)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    start_ms = now_ms - steps * period_ms
+    if resume_from_ms is not None:
+        start_ms = max(start_ms, resume_from_ms)
+    return SimulationRun(default_plant(sim.machines, settings.site), steps, start_ms, period_ms)
 
 
 def simulator_dir(settings: Settings) -> Path:
@@ -52,12 +61,12 @@ def simulator_dir(settings: Settings) -> Path:
 def generate_telemetry(
     settings: Settings,
     run: SimulationRun,
-    sequences: SequenceStore,
+    checkpoint: SimulatorCheckpoint,
     ground_truth: GroundTruthLog,
     on_step: Callable[[int], None] = lambda _step: None,
 ) -> Iterator[Telemetry]:
     """Yield every reading of the run in time order (one event per machine and signal)."""
-    rng = np.random.default_rng(settings.simulator.seed + sum(sequences.peek().values()))
+    rng = np.random.default_rng(settings.simulator.seed + sum(checkpoint.peek().values()))
     physics = PlantPhysics([m.product_quality for m in run.machines], rng)
     units = {name: spec.unit for name, spec in SIGNALS.items()}
     dt_s = run.period_ms / 1000
@@ -83,7 +92,7 @@ def generate_telemetry(
                     area=machine.area,
                     line=machine.line,
                     machine_id=machine.machine_id,
-                    seq=sequences.take(machine.machine_id),
+                    seq=checkpoint.take(machine.machine_id),
                     source_ts=ts,
                     read_ts=ts + READ_DELAY_MS,
                     ingest_ts=ingest_ts,

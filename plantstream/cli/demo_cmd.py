@@ -59,6 +59,7 @@ def demo(
     table.add_row("events produced to Kafka", f"{result.events_produced:,}", "")
     table.add_row("events consumed by the dataflow", f"{result.kafka_events_consumed:,}", "")
     table.add_row("dead letters", f"{result.dead_letters:,}", "")
+    table.add_row("late events (kept on the late topic)", f"{result.late_events:,}", "")
     table.add_row("hot store rows (telemetry_raw FINAL)", f"{result.hot_rows:,}", f"{result.totals.hot_rows:,}")
     table.add_row("hot store window aggregates", f"{result.hot_windows:,}", f"{result.totals.hot_windows:,}")
     table.add_row("bronze Delta rows", f"{result.bronze_rows:,}", f"{result.totals.bronze_rows:,}")

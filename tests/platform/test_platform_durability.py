@@ -187,7 +187,10 @@ def test_everything_survives_a_restart(
         killed = kill9(settings)
         assert len(killed) == len(ALL_SERVICES)
     else:
-        assert set(platform.down().values()) == {"stopped"}
+        stopped = platform.down()
+        # Clean SIGTERM shutdown is test_platform_lifecycle's business; under a loaded CI
+        # machine a service may need the SIGKILL fallback, and its data must survive that too.
+        assert set(stopped.values()) <= {"stopped", "killed"}, stopped
     assert not any(s.running for s in platform.status(probe=False))
 
     second = LocalPlatform(settings, die_with_parent=True).up()

@@ -7,17 +7,17 @@ from collections import Counter
 import numpy as np
 
 from plantstream.settings import load_settings
+from plantstream.simulator.checkpoint import SimulatorCheckpoint
 from plantstream.simulator.ground_truth import GroundTruthLog, read_ground_truth
 from plantstream.simulator.physics import PlantPhysics
 from plantstream.simulator.run import generate_telemetry, plan_run
-from plantstream.simulator.sequences import SequenceStore
 
 
 def run_once(tmp_path, name: str, minutes: float = 60, machines: int = 8) -> list:
     settings = load_settings(state_dir=tmp_path, simulator={"machines": machines, "simulated_minutes": minutes})
     run = plan_run(settings, now_ms=1_800_000_000_000)
     log = GroundTruthLog(tmp_path / f"{name}.jsonl")
-    events = list(generate_telemetry(settings, run, SequenceStore(tmp_path / f"{name}-seq.json"), log))
+    events = list(generate_telemetry(settings, run, SimulatorCheckpoint(tmp_path / f"{name}-seq.json"), log))
     log.close()
     return events
 
@@ -31,7 +31,7 @@ def test_same_seed_same_plant(tmp_path) -> None:
     other_seed = load_settings(state_dir=tmp_path, simulator={"machines": 8, "simulated_minutes": 60, "seed": 7})
     log = GroundTruthLog(tmp_path / "c.jsonl")
     run = plan_run(other_seed, now_ms=1_800_000_000_000)
-    assert first != measured(generate_telemetry(other_seed, run, SequenceStore(tmp_path / "c.json"), log))
+    assert first != measured(generate_telemetry(other_seed, run, SimulatorCheckpoint(tmp_path / "c.json"), log))
     log.close()
 
 
@@ -39,21 +39,25 @@ def test_sequence_numbers_are_gap_free_per_machine_and_continue_after_a_restart(
     settings = load_settings(state_dir=tmp_path, simulator={"machines": 3, "simulated_minutes": 2})
     path = tmp_path / "seq.json"
     log = GroundTruthLog(tmp_path / "gt.jsonl")
-    first = SequenceStore(path)
-    events = list(generate_telemetry(settings, plan_run(settings), first, log))
-    first.commit()
-    more = list(generate_telemetry(settings, plan_run(settings), SequenceStore(path), log))
+    first = SimulatorCheckpoint(path)
+    run = plan_run(settings, resume_from_ms=first.clock_ms)
+    events = list(generate_telemetry(settings, run, first, log))
+    first.commit(clock_ms=run.end_ms)
+    second = SimulatorCheckpoint(path)
+    more = list(generate_telemetry(settings, plan_run(settings, resume_from_ms=second.clock_ms), second, log))
     log.close()
     for machine in {e.machine_id for e in events}:
-        seqs = [e.seq for e in events + more if e.machine_id == machine]
-        assert seqs == list(range(len(seqs)))
+        mine = [e for e in events + more if e.machine_id == machine]
+        assert [e.seq for e in mine] == list(range(len(mine)))
+        timestamps = [e.source_ts for e in mine if e.signal == mine[0].signal]
+        assert timestamps == sorted(set(timestamps)), "the clock must continue, never overlap"
 
 
 def test_uncommitted_sequences_are_reissued_not_skipped(tmp_path) -> None:
     path = tmp_path / "seq.json"
-    store = SequenceStore(path)
+    store = SimulatorCheckpoint(path)
     assert [store.take("m") for _ in range(3)] == [0, 1, 2]
-    assert SequenceStore(path).take("m") == 0  # crash before Kafka acknowledged: re-send from 0
+    assert SimulatorCheckpoint(path).take("m") == 0  # crash before Kafka acknowledged: re-send from 0
 
 
 def test_failures_follow_the_ai4i_rules() -> None:

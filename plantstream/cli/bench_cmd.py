@@ -13,6 +13,8 @@ from plantstream.cli.common import emit_json_line, settings_or_exit
 # name -> "module:function"; each function is run(settings, console, quick) -> dict of figures.
 BENCHMARKS: dict[str, str] = {
     "hotstore": "plantstream.benchmarks.hotstore:run",
+    "stream": "plantstream.benchmarks.stream:run",
+    "gateway": "plantstream.benchmarks.gateway:run",
 }
 
 

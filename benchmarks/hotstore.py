@@ -1,7 +1,7 @@
 """Hot store benchmark: clickhouse-connect through the local service vs. chDB in process.
 
-Starts its own hot store subprocess (free loopback port, temporary data dir, a throwaway
-password), builds a telemetry-like Arrow table, inserts it with ``insert_arrow`` and
+Starts its own hot store service through the platform supervisor (free loopback port,
+temporary data dir, a throwaway password), builds a telemetry-like Arrow table, inserts it with ``insert_arrow`` and
 ``insert`` (Native), reads it back with ``query_arrow`` and checks the round trip, then
 inserts the same table into a separate in-process chDB path for comparison.  The
 in-process chDB session is the only one this process opens (chDB allows one per process).
@@ -12,26 +12,22 @@ Run: ``plantstream bench hotstore [--quick] [--json]``.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from plantstream.connect.hotstore import hotstore_client
+from plantstream.services.isolated import isolated_settings
+from plantstream.services.supervisor import ensure_running
 from plantstream.settings import Settings
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "hotstore.json"
@@ -73,48 +69,12 @@ def telemetry_table(rows: int, seed: int = 42) -> pa.Table:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
-def _service(base: Path, password: str) -> Iterator[tuple[int, Path]]:
-    """A hot store subprocess of the benchmark's own; stopped with SIGTERM at the end."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTSTREAM_")}
-    env.update(
-        PLANTSTREAM_STATE_DIR=str(base / "state"),
-        PLANTSTREAM_HOTSTORE__USERNAME=USERNAME,
-        PLANTSTREAM_HOTSTORE__PASSWORD=password,
-    )
-    log_path = base / "hotstore.log"
-    cmd = [sys.executable, "-m", "plantstream.services.hotstore", "--data-dir", str(base / "service-data")]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"hot store exited with {proc.returncode}: {log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as resp:
-                    if resp.read() == b"Ok.\n":
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"hot store not ready after {START_TIMEOUT_S}s") from None
-                time.sleep(0.05)
-        yield port, log_path
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def _service(base: Path, password: str) -> Iterator[Settings]:
+    """A hot store of the benchmark's own (free port, temporary data dir), via the supervisor."""
+    settings = isolated_settings(base / "state", hotstore={"username": USERNAME, "password": password})
+    with ensure_running(settings, services=["hotstore"]):
+        yield settings
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -169,10 +129,8 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
         with console.status(f"building a {rows:,}-row telemetry table") as status:
             data = telemetry_table(rows)
             status.update("starting the hot store service")
-            with _service(base, password) as (port, _log):
-                client = clickhouse_connect.get_client(
-                    host="127.0.0.1", port=port, username=USERNAME, password=password
-                )
+            with _service(base, password) as service_settings:
+                client = hotstore_client(service_settings)
                 client.command(DDL.format(name="telemetry"))
                 client.command(DDL.format(name="telemetry_native"))
 

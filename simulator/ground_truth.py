@@ -19,9 +19,11 @@ class GroundTruthEntry(msgspec.Struct, frozen=True, kw_only=True):
     ts: int  # epoch ms UTC (simulated time)
     machine_id: str
     kind: GroundTruthKind
-    mode: str  # e.g. TWF/HDF/PWF/OSF/RNF for failures
+    mode: str  # failures: TWF/HDF/PWF/OSF/RNF; sensor faults: stuck/spike/dropout/clock_skew; ...
     duration_s: float = 0.0
     detail: dict[str, float] = {}
+    signal: str = ""  # sensor faults: the faulty signal
+    endpoint: str = ""  # device faults: the endpoint that went offline
 
 
 class GroundTruthLog:
@@ -33,6 +35,10 @@ class GroundTruthLog:
 
     def write(self, entry: GroundTruthEntry) -> None:
         self._handle.write(self._encoder.encode(entry) + b"\n")
+
+    def flush(self) -> None:
+        """Make entries visible to readers now (a served plant runs for hours)."""
+        self._handle.flush()
 
     def close(self) -> None:
         self._handle.flush()

@@ -1,8 +1,10 @@
 """The plant's shape: sites -> areas -> lines -> machines (ISA-95 style), and which
 signals each machine type has.
 
-The walking skeleton builds a plant programmatically; the edge issue adds YAML plant
-files and protocol assignments on top of the same :class:`Machine` records.
+:class:`Machine` is the one record every part of the simulator works on; the YAML
+plant files (:mod:`.plant_config`) and the programmatic :func:`default_plant` of the
+walking skeleton both produce it, so the physics and the Kafka path do not care where
+a plant came from.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ SIGNALS_BY_TYPE: dict[MachineType, tuple[str, ...]] = {
     MachineType.CONVEYOR: ("air_temperature", "belt_speed", "current", "vibration", "power"),
 }
 
+#: Electrical draw when not cutting (kW): idle = powered and waiting, standby = stopped
+#: or in maintenance.  Energy per part only makes sense if waiting costs something.
+IDLE_KW: dict[MachineType, float] = {
+    MachineType.CNC_MILL: 1.2,
+    MachineType.PRESS: 2.0,
+    MachineType.ROBOT_CELL: 0.6,
+    MachineType.CONVEYOR: 0.3,
+}
+STANDBY_KW = 0.15
+
 
 @dataclass(frozen=True, slots=True)
 class Machine:
@@ -42,10 +54,15 @@ class Machine:
     area: str
     line: str
     product_quality: str  # AI4I product variant L / M / H: sets the overstrain limit
+    protocol: str = "kafka-direct"  # opcua / mqtt / modbus / kafka-direct
+    endpoint: str | None = None  # name of an endpoint in the plant file (None for kafka-direct)
+    unit_id: int | None = None  # Modbus unit (slave) id
+    signal_names: tuple[str, ...] | None = None  # None: the type's default signals
+    cycle_s: float = 30.0
 
     @property
     def signals(self) -> tuple[str, ...]:
-        return SIGNALS_BY_TYPE[self.machine_type]
+        return self.signal_names if self.signal_names is not None else SIGNALS_BY_TYPE[self.machine_type]
 
 
 def default_plant(machines: int, site: str) -> list[Machine]:

@@ -79,7 +79,7 @@ def generate_telemetry(
                     machine_id=run.machines[failure.machine_index].machine_id,
                     kind="failure",
                     mode=failure.mode,
-                    duration_s=physics.repair_s,
+                    duration_s=failure.repair_s,
                     detail=failure.detail,
                 )
             )

@@ -14,8 +14,9 @@ from plantstream.cli.bench_cmd import bench
 from plantstream.cli.common import settings_or_exit
 from plantstream.cli.contract_cmd import schemas_app, topics_app
 from plantstream.cli.demo_cmd import demo
-from plantstream.cli.pipeline_cmd import simulate, stream
+from plantstream.cli.pipeline_cmd import simulate_kafka, stream
 from plantstream.cli.platform_cmd import platform_app
+from plantstream.cli.simulate_cmd import simulate_serve
 
 app = typer.Typer(
     name="plantstream",
@@ -25,8 +26,12 @@ app = typer.Typer(
 )
 app.command("demo")(demo)
 app.command("bench")(bench)
-app.command("simulate")(simulate)
 app.command("stream")(stream)
+
+simulate_app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
+simulate_app.command("serve")(simulate_serve)
+simulate_app.command("kafka")(simulate_kafka)
+app.add_typer(simulate_app, name="simulate")
 app.add_typer(platform_app, name="platform")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")

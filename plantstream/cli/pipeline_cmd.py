@@ -1,4 +1,4 @@
-"""``plantstream simulate`` and ``plantstream stream``: run one stage of the pipeline."""
+"""``plantstream simulate kafka`` and ``plantstream stream``: run one stage of the pipeline."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from plantstream.cli.common import emit_json_line, settings_or_exit
 
 
-def simulate(
+def simulate_kafka(
     minutes: Annotated[float | None, typer.Option(help="simulated plant time (default from settings)")] = None,
     machines: Annotated[int | None, typer.Option(help="number of machines (default from settings)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="end with one JSON line")] = False,
 ) -> None:
-    """Simulate the plant faster than real time and produce its telemetry to Kafka."""
+    """Simulate the plant as fast as possible and produce its telemetry straight to Kafka (no edge)."""
     from plantstream.contract.topics import ensure_topics
     from plantstream.simulator.kafka_producer import produce_simulated_telemetry
 

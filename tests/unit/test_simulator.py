@@ -70,7 +70,7 @@ def test_failures_follow_the_ai4i_rules() -> None:
     for failure in failures:
         d = failure.detail
         if failure.mode == "TWF":
-            assert 200 <= d["tool_wear_min"] <= 241
+            assert 200 <= d["tool_wear_min"] <= 245  # checked at cycle end: at most one cycle (5 min) past
         if failure.mode == "PWF":
             assert not 3500 <= d["power_w"] <= 9000
         if failure.mode == "HDF":

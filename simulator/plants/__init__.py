@@ -1,0 +1,1 @@
+"""Plant files shipped with PlantStream (a package only so the YAML ships in the wheel)."""

@@ -25,7 +25,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.s3 import delta_storage_options
 from plantstream.settings import Settings
-from plantstream.streaming import metrics
+from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.kafka_source import partition_key
 from plantstream.streaming.telemetry_decode import DecodedBatch
@@ -78,6 +78,7 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
         self._chunks: list[pa.Table] = [] if buffered is None else [buffered]
         self._buffered_rows = 0 if buffered is None else buffered.num_rows
         self._oldest = time.monotonic() if self._buffered_rows else None
+        sink_registry.register(self)
 
     def _committed_offset(self, partition: int) -> int | None:
         if partition not in self._committed:
@@ -91,6 +92,8 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
             if batch.events.num_rows:
                 self._chunks.append(batch.events)
                 self._buffered_rows += batch.events.num_rows
+                if self._stats is not None:
+                    self._stats.add(bronze_rows_received=batch.events.num_rows)
                 if self._oldest is None:
                     self._oldest = time.monotonic()
         self._flush_if_due()

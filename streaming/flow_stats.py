@@ -21,6 +21,8 @@ class FlowStats:
     raw_rows_written: int = 0
     bronze_rows_written: int = 0
     windows_written: int = 0
+    bronze_rows_received: int = 0
+    windows_emitted: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

@@ -12,14 +12,22 @@ after a crash (at-least-once); two mechanisms make that harmless:
   are ReplacingMergeTrees keyed by event identity - ``(machine_id, seq)`` for raw
   rows, the window identity for aggregates - and duplicates collapse in ``FINAL``.
 
-Inserts go through ``insert_arrow`` (no per-row Python work).  Transient failures are
-retried with backoff (retrying is safe for the same reasons), then raised: the flow
-stops and resumes from its last snapshot.
+Inserts go through ``insert_arrow`` (no per-row Python work) on a background writer
+thread per sink partition, so the dataflow keeps decoding while the server inserts (the
+round-trip was ~25 % of the flow's time).  The queue is bounded (backpressure) and
+``snapshot()`` waits until it is empty and every insert succeeded: Bytewax completes an
+epoch's snapshot only after that, so no row a snapshot has moved the source past can be
+missing - the guarantee is the same as with synchronous inserts.  Transient failures are
+retried with backoff (retrying is safe for the same reasons), then raised on the
+dataflow's thread at the next write or snapshot: the flow stops and resumes from its
+last snapshot.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -29,7 +37,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.hotstore import hotstore_client
 from plantstream.settings import Settings
-from plantstream.streaming import metrics
+from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_tables import TELEMETRY_RAW_TABLE, TELEMETRY_WINDOWS_TABLE
@@ -88,7 +96,15 @@ def window_rows(closed: ClosedWindows) -> pa.Table:
     )
 
 
+# Inserts queued per sink partition before ``write_batch`` blocks (backpressure): enough
+# to overlap the server's work with the flow's, small enough to bound memory.
+WRITER_QUEUE_DEPTH = 4
+_STOP = None
+
+
 class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
+    """Prepares inserts on the dataflow's thread and runs them on a writer thread."""
+
     def __init__(
         self,
         settings: Settings,
@@ -97,16 +113,40 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         *,
         on_written: Callable[[pa.Table], None],
     ) -> None:
-        self._client = hotstore_client(settings)
+        self._client = hotstore_client(settings)  # used by the writer thread only
         self._table = table
         self._prepare = prepare
         self._on_written = on_written
+        self._queue: queue.Queue[tuple[pa.Table, str] | None] = queue.Queue(WRITER_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name=f"hotstore-{table}", daemon=True)
+        self._writer.start()
+        sink_registry.register(self)
 
     def write_batch(self, values: list[T]) -> None:
+        self._raise_error()
         for rows, token in self._prepare(values):
             if rows.num_rows:
-                self._insert(rows, token)
-                self._on_written(rows)
+                self._queue.put((rows, token))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self._error is None:  # after a failure, drain without writing
+                    rows, token = item
+                    self._insert(rows, token)
+                    self._on_written(rows)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"hot-store insert into {self._table} failed") from self._error
 
     def _insert(self, rows: pa.Table, token: str) -> None:
         settings: dict[str, Any] = {"insert_deduplication_token": token}
@@ -118,14 +158,31 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                 if attempt == INSERT_ATTEMPTS:
                     raise
                 delay = min(10.0, 0.2 * 2**attempt)
-                log.warning("insert into %s failed (%s); retry %d in %.1fs", self._table, exc, attempt, delay)
+                log.warning(
+                    "insert into %s failed (%s); retry %d in %.1fs",
+                    self._table,
+                    exc,
+                    attempt,
+                    delay,
+                    extra={"event": "hotstore_retry", "table": self._table},
+                )
                 time.sleep(delay)
 
+    def flush(self) -> None:
+        """Wait until every queued insert is written; raise if one failed."""
+        self._queue.join()
+        self._raise_error()
+
     def snapshot(self) -> None:
-        return None
+        self.flush()
 
     def close(self) -> None:
-        self._client.close()
+        try:
+            self.flush()
+        finally:
+            self._queue.put(_STOP)
+            self._writer.join(60)
+            self._client.close()
 
 
 class _PartitionedByKafka:

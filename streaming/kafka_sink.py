@@ -18,7 +18,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.settings import Settings
-from plantstream.streaming import metrics
+from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.kafka_source import partition_key
 from plantstream.streaming.telemetry_decode import DeadLetter
@@ -38,6 +38,7 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
         self._flow = flow
         self._failed: list[str] = []
         self._written = metrics.ROWS_WRITTEN.labels(flow, sink)
+        sink_registry.register(self)
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -77,6 +78,9 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
         if self._failed:
             errors, self._failed = self._failed, []
             raise RuntimeError(f"{len(errors)} {self._sink} record(s) not delivered to {self._topic}: {errors[:3]}")
+
+    def flush(self) -> None:
+        self.snapshot()
 
     def snapshot(self) -> None:
         remaining = self._producer.flush(FLUSH_TIMEOUT_S)

@@ -15,6 +15,7 @@ never used to decide that (it is wrong on some brokers, and it races with produc
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,19 +25,49 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from plantstream.connect.kafka import consumer as kafka_consumer
 from plantstream.settings import Settings
 from plantstream.streaming import metrics
+from plantstream.streaming.worker_routing import partition_key
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "DRAIN_PROGRESS",
+    "IDLE_POLL",
+    "KafkaBatchSource",
+    "KafkaPartition",
+    "RawBatch",
+    "partition_key",
+    "topic_partitions",
+]
 
 # The poll interval when a partition had nothing: short enough for low latency,
 # long enough not to spin a core on an idle topic.
 IDLE_POLL = timedelta(milliseconds=5)
 
 
-def partition_key(partition: int) -> str:
-    """Bytewax key of a Kafka partition: used for the source partition, the
-    ``stateful_batch`` key and the sink partitions, so they stay aligned (zero-padded
-    so that sorted keys are in partition order)."""
-    return f"{partition:04d}"
+class DrainProgress:
+    """How many source partitions this process built and how many reached their end.
+
+    Process-global because Bytewax builds the partitions inside its workers; the
+    cluster runner reads it to tell a completed drain from an aborted one (see
+    ``runner.run_cluster_member``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.built = 0
+        self.ended = 0
+
+    def add(self, *, built: int = 0, ended: int = 0) -> None:
+        with self._lock:
+            self.built += built
+            self.ended += ended
+
+    @property
+    def complete(self) -> bool:
+        return self.built > 0 and self.ended == self.built
+
+
+DRAIN_PROGRESS = DrainProgress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +140,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         start = OFFSET_BEGINNING if next_offset is None else next_offset
         self._tp = TopicPartition(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, start)])
+        DRAIN_PROGRESS.add(built=1)
 
     def next_batch(self) -> list[RawBatch]:
         from confluent_kafka import KafkaError, KafkaException
@@ -127,8 +159,9 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    if self._stop_at_end:
+                    if self._stop_at_end and not self._at_end:
                         self._at_end = True
+                        DRAIN_PROGRESS.add(ended=1)
                     continue
                 if error.fatal() or not error.retriable():
                     raise KafkaException(error)

@@ -1,38 +1,65 @@
-"""Run the telemetry dataflow in this process, with Bytewax recovery on.
+"""Run the telemetry dataflow, in this process or as a cluster of processes, with
+Bytewax recovery on.
 
-``run_telemetry_flow(settings, stop_at_end=True)`` drains the topic and returns the
-counts of the run (the demo and tests use it); ``stop_at_end=False`` runs until killed.
-Recovery state lives in ``settings.recovery_dir / "telemetry"`` (created on first run);
-a run after a crash resumes from the last snapshot.  Several processes: see
-docs/streaming.md (``python -m bytewax.run … -i K -a …``).
+``run_telemetry_flow(settings, stop_at_end=True)`` drains the topic in this process and
+returns the counts of the run (the demo and tests use it); ``stop_at_end=False`` runs
+until killed.  ``run_telemetry_cluster(settings, processes=N, …)`` starts N worker
+processes (Bytewax 0.21 has no flag that spawns them: each is
+``python -m plantstream.streaming.runner --process-id K --addresses A0;A1;…``) and sums
+their counts.  Scale with processes, not threads: the GIL makes two threads of one
+process slower than one.  Kafka partitions are spread over the workers and every
+stateful key is aligned with the worker that reads its partition
+(:mod:`plantstream.streaming.worker_routing`), so no batch crosses processes.
 
-``python -m plantstream.streaming.runner [--drain]`` does the same from the command
-line with settings from the environment and prints the counts as JSON.
+Recovery state lives in ``settings.recovery_dir / "telemetry"``: one directory of
+SQLite recovery partitions shared by all processes of the machine (Bytewax lets each
+partition be used by one worker).  A run after a crash - with the same or another
+number of processes - resumes from the last snapshot.
+
+``python -m plantstream.streaming.runner [--drain] [--processes N]`` does the same from
+the command line with settings from the environment and prints the counts as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
 from bytewax.testing import run_main
 
 from plantstream.connect.s3 import ensure_buckets
 from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, TELEMETRY, TopicSpec, ensure_topics
-from plantstream.settings import Settings, load_settings
+from plantstream.settings import Settings, child_env, load_settings
+from plantstream.streaming import sink_registry
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_tables import ensure_hot_tables
+from plantstream.streaming.kafka_source import DRAIN_PROGRESS
+from plantstream.streaming.logs import configure_logging
 from plantstream.streaming.metrics import serve_metrics
 from plantstream.streaming.telemetry_flow import FLOW_NAME, build_telemetry_flow
 
 log = logging.getLogger(__name__)
 
-RECOVERY_PARTITIONS = 1
+# Recovery partitions of a new recovery directory: Bytewax needs at least one per
+# worker that should write snapshots itself (a worker without one ships its snapshots
+# to another), and a count of partitions cannot change later; 8 = the largest cluster
+# the stateful keys are aligned for.
+RECOVERY_PARTITIONS = 8
+MEMBER_STARTED_AT = "started_at"
 
 
 def telemetry_topics(settings: Settings) -> tuple[TopicSpec, ...]:
@@ -64,6 +91,10 @@ def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> Pa
     return path
 
 
+def _recovery_config(settings: Settings) -> RecoveryConfig:
+    return RecoveryConfig(ensure_recovery_dir(recovery_dir(settings)), backup_interval=timedelta(0))
+
+
 def run_telemetry_flow(settings: Settings, *, stop_at_end: bool) -> FlowStats:
     """Run the telemetry flow in this process (one worker) with recovery on.
 
@@ -74,19 +105,211 @@ def run_telemetry_flow(settings: Settings, *, stop_at_end: bool) -> FlowStats:
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
     stats = FlowStats()
+    sink_registry.clear()
     flow = build_telemetry_flow(settings, stop_at_end=stop_at_end, stats=stats)
     interval = timedelta(seconds=settings.stream.snapshot_interval_seconds)
-    recovery = RecoveryConfig(ensure_recovery_dir(recovery_dir(settings)), backup_interval=timedelta(0))
-    run_main(flow, epoch_interval=interval, recovery_config=recovery)
+    log.info("telemetry flow starting", extra={"event": "flow_start", "processes": 1, "drain": stop_at_end})
+    run_main(flow, epoch_interval=interval, recovery_config=_recovery_config(settings))
+    log.info("telemetry flow finished", extra={"event": "flow_end", **stats.as_dict()})
     return stats
+
+
+def run_cluster_member(settings: Settings, *, process_id: int, addresses: list[str], stop_at_end: bool) -> FlowStats:
+    """Run this process as member ``process_id`` of a cluster at ``addresses`` (one
+    worker per process).  The topics, tables and bucket must exist already."""
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port + process_id)
+    stats = FlowStats()
+    sink_registry.clear()
+    flow = build_telemetry_flow(settings, stop_at_end=stop_at_end, stats=stats)
+    interval = timedelta(seconds=settings.stream.snapshot_interval_seconds)
+    log.info(
+        "telemetry flow member starting",
+        extra={"event": "flow_start", "process_id": process_id, "processes": len(addresses), "drain": stop_at_end},
+    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=1,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=interval,
+            recovery_config=_recovery_config(settings),
+        )
+    except BaseException as exc:
+        if not (stop_at_end and _is_shutdown_race(exc) and DRAIN_PROGRESS.complete):
+            raise
+        # Bytewax 0.21's cluster networking (timely) can panic while tearing down after
+        # a completed dataflow: a peer closed its sockets while this process still sent
+        # its last progress messages.  Every partition of this process reached its end
+        # and every valid event was written, so the run is complete.
+        log.warning(
+            "ignored a cluster shutdown race after the drain completed",
+            extra={"event": "shutdown_race", "process_id": process_id, "error": str(exc)},
+        )
+    if stop_at_end:
+        sink_registry.flush_all()
+        _check_drained(stats)
+    log.info("telemetry flow member finished", extra={"event": "flow_end", "process_id": process_id, **stats.as_dict()})
+    return stats
+
+
+def _is_shutdown_race(exc: BaseException) -> bool:
+    return "Send thread panic" in str(exc) or "Recv thread panic" in str(exc)
+
+
+def _check_drained(stats: FlowStats) -> None:
+    """Raise unless this member's drain is complete: every source partition it built hit
+    its end, and every sink received and wrote everything upstream produced for it."""
+    problems = {
+        "sources not at end": not DRAIN_PROGRESS.complete,
+        "hot raw rows != valid events": stats.raw_rows_written != stats.events_valid,
+        "bronze rows received != valid events": stats.bronze_rows_received != stats.events_valid,
+        "dead letters != invalid events": stats.dead_letters != stats.events_in - stats.events_valid,
+        "window rows written != emitted": stats.windows_written != stats.windows_emitted,
+    }
+    failed = [name for name, bad in problems.items() if bad]
+    if failed:
+        raise RuntimeError(f"drain incomplete: {', '.join(failed)} ({stats.as_dict()})")
+
+
+def free_local_addresses(count: int) -> list[str]:
+    """``count`` loopback ``host:port`` addresses free right now (for the cluster's links)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_cluster(
+    settings: Settings, *, processes: int, stop_at_end: bool, log_path: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """Start the ``processes`` members of a cluster (each in its own process group, so a
+    caller can ``kill -9`` one or all).  Their last stdout line is their counts as JSON."""
+    prepare_telemetry_flow(settings)
+    ensure_recovery_dir(recovery_dir(settings))
+    addresses = ";".join(free_local_addresses(processes))
+    stderr = log_path.open("ab") if log_path is not None else None
+    members = []
+    try:
+        for process_id in range(processes):
+            args = [sys.executable, "-m", "plantstream.streaming.runner", "--process-id", str(process_id)]
+            args += ["--addresses", addresses] + (["--drain"] if stop_at_end else [])
+            members.append(
+                subprocess.Popen(
+                    args, env=child_env(settings), stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+                )
+            )
+    finally:
+        if stderr is not None:
+            stderr.close()
+    return members
+
+
+def stop_cluster(members: list[subprocess.Popen[bytes]], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to every member's process group and reap them."""
+    for member in members:
+        if member.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(member.pid, sig)
+    for member in members:
+        member.wait(60)
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """Summed counts of a cluster run, and when its members started running the flow
+    (after their imports) and when the last one finished (epoch seconds)."""
+
+    stats: FlowStats
+    started_at: float
+    finished_at: float
+
+
+def run_telemetry_cluster(
+    settings: Settings,
+    *,
+    processes: int,
+    stop_at_end: bool,
+    timeout_s: float | None = None,
+    log_path: Path | None = None,
+) -> FlowStats:
+    """Run the flow as ``processes`` cooperating processes and return their summed counts.
+
+    Drain mode returns once every member finished; a member that fails makes the whole
+    cluster stop (the others would wait for it forever) and raises.
+    """
+    return run_cluster_timed(
+        settings, processes=processes, stop_at_end=stop_at_end, timeout_s=timeout_s, log_path=log_path
+    ).stats
+
+
+def run_cluster_timed(
+    settings: Settings,
+    *,
+    processes: int,
+    stop_at_end: bool,
+    timeout_s: float | None = None,
+    log_path: Path | None = None,
+) -> ClusterRun:
+    """:func:`run_telemetry_cluster`, also returning when the members started and ended."""
+    members = start_cluster(settings, processes=processes, stop_at_end=stop_at_end, log_path=log_path)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while any(m.poll() is None for m in members):
+            failed = [m for m in members if m.returncode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"cluster member exited with {failed[0].returncode}; see {log_path or 'stderr'}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"cluster did not finish in {timeout_s}s")
+            time.sleep(0.02)
+        finished_at = time.time()
+        failed = [m for m in members if m.returncode != 0]
+        if failed:
+            raise RuntimeError(f"cluster member exited with {failed[0].returncode}; see {log_path or 'stderr'}")
+    finally:
+        stop_cluster(members)
+    total = FlowStats()
+    started = []
+    for member in members:
+        assert member.stdout is not None
+        lines = member.stdout.read().decode().strip().splitlines()
+        counts = json.loads(lines[-1])
+        started.append(counts.pop(MEMBER_STARTED_AT))
+        total.add(**counts)
+    return ClusterRun(total, min(started), finished_at)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m plantstream.streaming.runner", description=__doc__)
     parser.add_argument("--drain", action="store_true", help="stop once every partition reached its end")
+    parser.add_argument("--processes", type=int, default=None, help="start a cluster of N processes")
+    parser.add_argument("--process-id", type=int, default=None, help="run as member K of a cluster (internal)")
+    parser.add_argument("--addresses", default=None, help="the cluster's host:port list, ';'-separated (internal)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stats = run_telemetry_flow(load_settings(), stop_at_end=args.drain)
+    configure_logging()
+    settings = load_settings()
+    if args.process_id is not None:
+        addresses = args.addresses.split(";") if args.addresses else []
+        started_at = time.time()
+        stats = run_cluster_member(settings, process_id=args.process_id, addresses=addresses, stop_at_end=args.drain)
+        print(json.dumps({**stats.as_dict(), MEMBER_STARTED_AT: started_at}), flush=True)
+        logging.shutdown()
+        # Exit now: Bytewax's communication threads may still be unwinding after a
+        # shutdown race, and interpreter finalisation would then abort the process.
+        os._exit(0)
+    else:
+        processes = args.processes or settings.stream.workers
+        if processes > 1:
+            stats = run_telemetry_cluster(settings, processes=processes, stop_at_end=args.drain)
+        else:
+            stats = run_telemetry_flow(settings, stop_at_end=args.drain)
     print(json.dumps(stats.as_dict()), flush=True)
 
 

@@ -109,7 +109,14 @@ def add_windows(inp: TelemetryInput, settings: Settings, *, stats: FlowStats | N
         lambda resume: TelemetryWindowLogic(config, resume, topic=topic, flow=FLOW_NAME),
     )
     split = op.branch("closed_or_late", outputs, lambda kv: isinstance(kv[1], ClosedWindows))
-    op.output("hot_windows_out", split.trues, HotWindowSink(settings, inp.partitions, stats=stats, flow=FLOW_NAME))
+    closed = split.trues
+    if stats is not None:
+
+        def count_emitted(_step: str, kv: tuple[str, ClosedWindows]) -> None:
+            stats.add(windows_emitted=kv[1].aggregates.num_rows)
+
+        closed = op.inspect("count_windows", closed, count_emitted)
+    op.output("hot_windows_out", closed, HotWindowSink(settings, inp.partitions, stats=stats, flow=FLOW_NAME))
     op.output(
         "late_out",
         split.falses,

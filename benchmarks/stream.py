@@ -1,0 +1,344 @@
+"""Stream benchmark: the telemetry dataflow against a bare consumer and Quix Streams.
+
+One command, one run, on a platform it starts itself (SeaweedFS, Tansu, hot store on
+free loopback ports, temporary state; Tansu on ``memory://`` storage so the broker's
+own S3 writes do not compete with the flow's sinks for the 2 cores).  It pre-loads one
+topic with telemetry (200 machines x 3 signals at 1 Hz, JSON, keyed by machine, 4
+partitions) and reads the same messages with:
+
+* a bare confluent-kafka consumer (``consume(10000)``, no decoding): the ceiling;
+* the PlantStream dataflow, full: decode/validate, DLQ, hot store ``telemetry_raw``,
+  bronze Delta, 60 s + 300 s windows to ``telemetry_windows``, Bytewax recovery with
+  snapshots (effectively-once on) - one process, then two processes;
+* the same windowed aggregation written idiomatically with Quix Streams 3.28
+  (``tumbling_window(60 s).reduce(...).final()`` per machine, aggregates per signal;
+  RocksDB state, no sinks), measured on a prefix of the topic under a time limit.
+
+Every PlantStream run is verified: the hot store (``FINAL``) and bronze hold every
+event and the 60 s windows count every event once; a run that is not is an error, so
+the figures are honest.  Rates are wall-clock from the flow's start (after the
+process's imports) to its end, including draining the sinks.
+
+Run: ``plantstream bench stream [--quick] [--json]``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from plantstream.connect.kafka import consumer as kafka_consumer
+from plantstream.connect.kafka import producer as kafka_producer
+from plantstream.contract import Codec, Telemetry
+from plantstream.contract.topics import message_key
+from plantstream.services.isolated import isolated_settings
+from plantstream.services.supervisor import CORE_SERVICES, LocalPlatform
+from plantstream.settings import Settings
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "stream.json"
+FULL_EVENTS = 1_020_000
+QUICK_EVENTS = 201_000
+MACHINES = 200
+SIGNALS = ("torque", "vibration", "air_temperature")
+BASELINE = (40.0, 3.0, 295.0)  # inside each signal's valid range (contract.signals)
+PARTITIONS = 4
+QUIX_PREFIX_FULL = 150_000
+QUIX_PREFIX_QUICK = 60_000
+QUIX_TIME_LIMIT_S = 60.0
+RUN_TIMEOUT_S = 900.0
+
+
+
+def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
+    """Run the benchmark; returns the figures (also written to benchmarks/results/stream.json)."""
+    events = QUICK_EVENTS if quick else FULL_EVENTS
+    quix_prefix = QUIX_PREFIX_QUICK if quick else QUIX_PREFIX_FULL
+    with tempfile.TemporaryDirectory(prefix="plantstream-bench-stream-") as tmp:
+        bench = _platform_settings(Path(tmp) / "state")
+        platform = LocalPlatform(bench, services=CORE_SERVICES, die_with_parent=True)
+        with console.status("starting the local platform (memory-backed Tansu)"):
+            platform.up()
+        try:
+            figures = _measure(bench, console, events, quix_prefix, Path(tmp))
+        finally:
+            platform.down()
+    _print_table(console, figures)
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    return figures
+
+
+def _measure(settings: Settings, console: Console, events: int, quix_prefix: int, tmp: Path) -> dict[str, Any]:
+    topic = settings.stream.telemetry_topic
+    with console.status(f"producing {events:,} telemetry events"):
+        produce_s = _preload(settings, events)
+    console.log(f"pre-loaded {events:,} events into {topic} in {produce_s:.1f}s")
+
+    with console.status("bare consumer"):
+        bare_s = _bare_consumer(settings, topic, events)
+    console.log(f"bare consumer: {events / bare_s:,.0f} events/s")
+
+    one = _plantstream(settings, processes=1, tmp=tmp, events=events)
+    console.log(f"PlantStream, 1 process: {events / one:,.0f} events/s (verified)")
+    two = _plantstream(settings, processes=2, tmp=tmp, events=events)
+    console.log(f"PlantStream, 2 processes: {events / two:,.0f} events/s (verified)")
+
+    with console.status(f"Quix Streams on the first {quix_prefix:,} events"):
+        quix_events, quix_s = _quix(settings, topic, quix_prefix, tmp)
+    console.log(f"Quix Streams: {quix_events / quix_s:,.0f} events/s on {quix_events:,} events")
+
+    plantstream = events / one
+    figures: dict[str, Any] = {
+        "events": events,
+        "machines": MACHINES,
+        "partitions": PARTITIONS,
+        "broker": "tansu memory:// storage",
+        "bare_consumer_events_per_s": round(events / bare_s),
+        "plantstream_events_per_s": round(plantstream),
+        "plantstream_2workers_events_per_s": round(events / two),
+        "quix_events_per_s": round(quix_events / quix_s),
+        "quix_events_measured": quix_events,
+        "quix_time_limit_s": QUIX_TIME_LIMIT_S,
+        "plantstream_seconds": round(one, 2),
+        "plantstream_2workers_seconds": round(two, 2),
+        "produce_events_per_s": round(events / produce_s),
+    }
+    figures["ratio_plantstream_to_bare"] = round(plantstream / figures["bare_consumer_events_per_s"], 3)
+    figures["ratio_plantstream_to_quix"] = round(plantstream / max(1, figures["quix_events_per_s"]), 1)
+    figures["ratio_2workers_to_1"] = round(figures["plantstream_2workers_events_per_s"] / plantstream, 2)
+    return figures
+
+
+# -- platform and data ---------------------------------------------------------------
+def _platform_settings(state_dir: Path) -> Settings:
+    return isolated_settings(
+        state_dir,
+        kafka={"local_storage": "memory", "default_partitions": PARTITIONS},
+        stream={"telemetry_topic": "bench.telemetry"},
+    )
+
+
+def _preload(settings: Settings, events: int) -> float:
+    """Produce ``events`` telemetry messages (time order, machines interleaved)."""
+    from plantstream.streaming.runner import prepare_telemetry_flow
+
+    prepare_telemetry_flow(settings)
+    codec = Codec(Telemetry)
+    topic = settings.stream.telemetry_topic
+    base = (int(time.time() * 1000) - 2 * 3_600_000) // 300_000 * 300_000
+    keys = [message_key(f"m-{m:03d}") for m in range(MACHINES)]
+    seqs = [0] * MACHINES
+    producer = kafka_producer(settings)
+    start = time.perf_counter()
+    sent = 0
+    step = 0
+    while sent < events:
+        ts = base + step * 1000
+        for m in range(MACHINES):
+            for s, signal in enumerate(SIGNALS):
+                if sent == events:
+                    break
+                event = Telemetry(
+                    site="plant-1",
+                    area="machining",
+                    line=f"line-{m % 4}",
+                    machine_id=f"m-{m:03d}",
+                    seq=seqs[m],
+                    source_ts=ts,
+                    read_ts=ts + 2,
+                    ingest_ts=ts + 5,
+                    signal=signal,
+                    value=BASELINE[s] + (m * 7 + step * 13 + s * 3) % 50 / 10.0,
+                    unit="",
+                )
+                seqs[m] += 1
+                while True:
+                    try:
+                        producer.produce(topic, value=codec.encode(event), key=keys[m])
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                sent += 1
+            producer.poll(0)
+        step += 1
+    if producer.flush(300) != 0:
+        raise RuntimeError("producer did not deliver every event")
+    return time.perf_counter() - start
+
+
+def _bare_consumer(settings: Settings, topic: str, events: int) -> float:
+    """Seconds for one assign()-ed consumer to read every message (``consume(10000)``),
+    timed from its first fetch (connection set-up excluded: a strict ceiling)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = kafka_consumer(settings, **{"group.id": f"bench-bare-{uuid.uuid4().hex[:8]}"})
+    partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    read = 0
+    start = 0.0
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while read < events:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bare consumer read {read:,} of {events:,}")
+        batch = consumer.consume(10_000, timeout=1.0)
+        if batch and not start:
+            start = time.perf_counter()  # from the first fetch: the strictest ceiling
+        read += sum(1 for m in batch if m.error() is None)
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+# -- PlantStream ------------------------------------------------------------------------
+def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) -> float:
+    """Seconds for a drain run of the full flow with ``processes`` processes; verified."""
+    from plantstream.streaming.runner import run_cluster_timed
+
+    name = f"bench_p{processes}_{uuid.uuid4().hex[:6]}"
+    run_settings = settings.model_copy(
+        update={
+            "state_dir": tmp / name,
+            "stream": settings.stream.model_copy(
+                update={"dead_letter_topic": f"{name}.deadletter", "late_topic": f"{name}.late"}
+            ),
+            "hotstore": settings.hotstore.model_copy(update={"database": name}),
+            "lake": settings.lake.model_copy(update={"prefix": f"bench/{name}"}),
+        }
+    )
+    result = run_cluster_timed(
+        run_settings, processes=processes, stop_at_end=True, timeout_s=RUN_TIMEOUT_S, log_path=tmp / f"{name}.log"
+    )
+    _verify(run_settings, result.stats.as_dict(), events)
+    return result.finished_at - result.started_at
+
+
+def _verify(settings: Settings, stats: dict[str, int], events: int) -> None:
+    from deltalake import DeltaTable
+
+    from plantstream.connect.hotstore import hotstore_client
+    from plantstream.connect.s3 import delta_storage_options
+    from plantstream.streaming.bronze_sink import bronze_telemetry_uri
+
+    db = settings.hotstore.database
+    client = hotstore_client(settings)
+    try:
+        raw = int(client.command(f"SELECT count() FROM {db}.telemetry_raw FINAL"))
+        windowed = int(
+            client.command(f"SELECT sum(`count`) FROM {db}.telemetry_windows FINAL WHERE window_seconds = 60")
+        )
+    finally:
+        client.close()
+    bronze = DeltaTable(bronze_telemetry_uri(settings), storage_options=delta_storage_options(settings))
+    bronze_rows = int(pa.table(bronze.get_add_actions(flatten=True)).column("num_records").to_numpy().sum())
+    problems = {
+        name: value
+        for name, value in {
+            "events_in": stats["events_in"],
+            "hot_raw_final": raw,
+            "bronze_rows": bronze_rows,
+            "windowed_events": windowed,
+        }.items()
+        if value != events
+    }
+    if problems:
+        raise RuntimeError(f"PlantStream run incomplete (expected {events:,} each): {problems}")
+
+
+# -- Quix Streams -----------------------------------------------------------------------
+def _quix(settings: Settings, topic: str, prefix: int, tmp: Path) -> tuple[int, float]:
+    """(events processed, seconds) for an idiomatic Quix tumbling-window aggregation of
+    the first ``prefix`` events (stops early at :data:`QUIX_TIME_LIMIT_S`)."""
+    from quixstreams import Application
+    from quixstreams.models import TopicConfig
+
+    app = Application(
+        broker_address=settings.kafka.bootstrap_servers,
+        consumer_group=f"bench-quix-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        state_dir=str(tmp / "quix-state"),
+        use_changelog_topics=False,
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.queue.backoff.ms": 10},
+    )
+    source = app.topic(
+        topic,
+        value_deserializer="json",
+        timestamp_extractor=lambda value, _headers, _ts, _type: value["source_ts"],
+        config=TopicConfig(num_partitions=PARTITIONS, replication_factor=1),
+    )
+    seen = {"n": 0, "first": 0.0, "last": 0.0}
+    lock = threading.Lock()
+
+    def count(_value: dict[str, Any]) -> None:
+        with lock:
+            if seen["n"] == 0:
+                seen["first"] = time.perf_counter()
+            seen["n"] += 1
+            seen["last"] = time.perf_counter()
+            if seen["n"] >= prefix:
+                app.stop()
+
+    def initial(value: dict[str, Any]) -> dict[str, list[float]]:
+        return reduce_signals({}, value)
+
+    def reduce_signals(acc: dict[str, list[float]], value: dict[str, Any]) -> dict[str, list[float]]:
+        v = value["value"]
+        if v is None:
+            return acc
+        stats = acc.get(value["signal"])
+        if stats is None:
+            acc[value["signal"]] = [1, v, v, v, v * v]
+        else:
+            stats[0] += 1
+            stats[1] = min(stats[1], v)
+            stats[2] = max(stats[2], v)
+            stats[3] += v
+            stats[4] += v * v
+        return acc
+
+    sdf = app.dataframe(source)
+    sdf = sdf.update(count)
+    sdf = sdf.tumbling_window(60_000, grace_ms=30_000).reduce(reduce_signals, initial).final()
+    timer = threading.Timer(QUIX_TIME_LIMIT_S + 30.0, app.stop)  # + consumer-group join time
+    timer.start()
+    try:
+        app.run()
+    finally:
+        timer.cancel()
+    elapsed = seen["last"] - seen["first"]
+    if seen["n"] == 0 or elapsed <= 0:
+        raise RuntimeError("Quix Streams processed no events")
+    return int(seen["n"]), elapsed
+
+
+def _print_table(console: Console, f: dict[str, Any]) -> None:
+    bare = f["bare_consumer_events_per_s"]
+    table = Table(title=f"telemetry stream, {f['events']:,} events, {f['partitions']} partitions ({f['broker']})")
+    table.add_column("job")
+    table.add_column("events/s", justify="right")
+    table.add_column("÷ bare consumer", justify="right")
+    table.add_column("x Quix", justify="right")
+    rows = [
+        ("bare confluent-kafka consumer, consume(10000), no decoding", bare),
+        ("PlantStream full dataflow, 1 process (sinks + effectively-once, verified)", f["plantstream_events_per_s"]),
+        ("PlantStream full dataflow, 2 processes (verified)", f["plantstream_2workers_events_per_s"]),
+        (
+            f"Quix Streams 3.28 tumbling window, first {f['quix_events_measured']:,} events, no sinks",
+            f["quix_events_per_s"],
+        ),
+    ]
+    for label, rate in rows:
+        table.add_row(label, f"{rate:,}", f"{rate / bare:.3f}", f"{rate / max(1, f['quix_events_per_s']):.1f}")
+    console.print(table)
+    console.print(
+        f"2 processes ÷ 1 process: {f['ratio_2workers_to_1']:.2f}; "
+        f"Quix capped at {f['quix_events_measured']:,} events / {f['quix_time_limit_s']:.0f} s"
+    )

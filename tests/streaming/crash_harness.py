@@ -1,0 +1,183 @@
+"""Kill -9 the telemetry dataflow at random moments while events flow, then check exactness.
+
+Shared by the default-tier crash test (small, 2 kills) and the slow one (1M+ events,
+several kills, the cluster resized between restarts).  A producer thread keeps
+producing while the flow is killed and restarted; each kill lands after the hot store
+grew by a random number of rows (a condition, not a sleep).  Afterwards the hot store
+(``FINAL``) and bronze must hold exactly the produced events - no loss, no duplicate
+``(machine_id, seq)``, no gap in any machine's sequence - and the window aggregates
+must equal a batch recomputation from bronze.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from telemetry_flow_io import CODEC, bronze_table, hot_arrow, hot_scalar
+from telemetry_samples import telemetry_series
+
+from plantstream.connect.kafka import producer
+from plantstream.contract.topics import message_key
+from plantstream.settings import Settings
+from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
+from plantstream.streaming.runner import prepare_telemetry_flow, run_telemetry_cluster, start_cluster, stop_cluster
+
+
+@dataclass
+class CrashRun:
+    events: int
+    kills: int
+    machines: int
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.05)
+
+
+class PacedProducer(threading.Thread):
+    """Produces the events in chunks at about ``rate`` events/s (so the flow is killed while events flow)."""
+
+    def __init__(self, settings: Settings, payloads: list[tuple[bytes, bytes]], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.payloads, self.rate = settings, payloads, rate
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            p = producer(self.settings)
+            topic = self.settings.stream.telemetry_topic
+            chunk = 5_000
+            start = time.monotonic()
+            for i in range(0, len(self.payloads), chunk):
+                for key, value in self.payloads[i : i + chunk]:
+                    while True:
+                        try:
+                            p.produce(topic, value=value, key=key)
+                            break
+                        except BufferError:
+                            p.poll(0.05)
+                p.poll(0)
+                ahead = (i + chunk) / self.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    self.done.wait(ahead)  # pacing the producer, not waiting for a result
+            assert p.flush(120) == 0, "producer did not deliver everything"
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def crash_and_recover(
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    machines: int,
+    seconds: int,
+    kills: int,
+    process_counts: list[int],
+    produce_rate: float,
+    seed: int,
+    timeout_s: float,
+) -> CrashRun:
+    """Run, kill -9 ``kills`` times at random moments, drain; returns what happened.
+
+    ``process_counts[i]`` is the number of processes of the i-th run (cycled): the
+    cluster may be resized between restarts.
+    """
+    prepare_telemetry_flow(settings)
+    events = telemetry_series(machines=machines, seconds=seconds)
+    payloads = [(message_key(e.machine_id), CODEC.encode(e)) for e in events]
+    del events
+    n = len(payloads)
+    rng = random.Random(seed)
+    db = settings.hotstore.database
+    log_path = tmp_path / "flow.log"
+
+    def raw_rows() -> int:
+        try:
+            return int(hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw"))
+        except Exception:
+            return 0
+
+    feeder = PacedProducer(settings, payloads, produce_rate)
+    feeder.start()
+    deadline = time.monotonic() + timeout_s
+    done_kills = 0
+    for run in range(kills):
+        processes = process_counts[run % len(process_counts)]
+        members = start_cluster(settings, processes=processes, stop_at_end=False, log_path=log_path)
+        # A random moment: after the hot store grew by a random share of the events.
+        target = raw_rows() + rng.randint(n // (4 * kills), n // (2 * kills))
+        try:
+            wait_for(
+                lambda t=target, ms=members: raw_rows() >= t or any(m.poll() is not None for m in ms),
+                max(10.0, deadline - time.monotonic()),
+                f"progress of run {run}",
+            )
+            assert all(m.poll() is None for m in members), f"a member died on its own; see {log_path}"
+        finally:
+            stop_cluster(members)  # SIGKILL to every process group
+        done_kills += 1
+    feeder.join(max(1.0, deadline - time.monotonic()))
+    assert feeder.done.is_set() and feeder.error is None, feeder.error
+    final_processes = process_counts[kills % len(process_counts)]
+    run_telemetry_cluster(
+        settings,
+        processes=final_processes,
+        stop_at_end=True,
+        timeout_s=max(30.0, deadline - time.monotonic()),
+        log_path=log_path,
+    )
+    return CrashRun(n, done_kills, machines)
+
+
+def assert_exactly_once(settings: Settings, run: CrashRun) -> None:
+    """The hot store and bronze hold each produced event once; windows = bronze recomputation."""
+    db = settings.hotstore.database
+    n = run.events
+    assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw FINAL") == n
+    distinct = hot_scalar(settings, f"SELECT uniqExact(machine_id, seq) FROM {db}.telemetry_raw FINAL")
+    assert distinct == n, "duplicate (machine_id, seq) in the hot store"
+    gaps = hot_scalar(
+        settings,
+        f"SELECT countIf(c != mx + 1) FROM (SELECT machine_id, count() AS c, max(seq) AS mx "
+        f"FROM {db}.telemetry_raw FINAL GROUP BY machine_id)",
+    )
+    assert gaps == 0, "a machine's sequence has gaps in the hot store"
+
+    bronze = bronze_table(settings)
+    assert bronze.num_rows == n, f"bronze holds {bronze.num_rows} rows, expected {n}"
+    keys = pa.table({"m": bronze.column("machine_id"), "s": bronze.column("seq")})
+    per_machine = keys.group_by("m").aggregate([("s", "count_distinct"), ("s", "max"), ("s", "count")])
+    assert per_machine.num_rows == run.machines
+    counts = per_machine.column("s_count").to_numpy()
+    assert (per_machine.column("s_count_distinct").to_numpy() == counts).all(), "duplicates in bronze"
+    assert (per_machine.column("s_max").to_numpy() + 1 == counts).all(), "gaps in bronze"
+
+    for width in (60, 300):
+        expected = sort_aggregates(window_aggregates(bronze, width))
+        hot = sort_aggregates(
+            hot_arrow(
+                settings,
+                f"SELECT {', '.join(WINDOW_AGGREGATE_SCHEMA.names)} FROM {db}.telemetry_windows FINAL "
+                f"WHERE window_seconds = {width}",
+            )
+        )
+        assert hot.num_rows == expected.num_rows, f"{width}s: {hot.num_rows} windows, expected {expected.num_rows}"
+        for name in ("machine_id", "signal"):
+            assert hot.column(name).to_pylist() == expected.column(name).to_pylist()
+        for name in ("window_start", "last_ts"):
+            assert (epoch_ms(hot.column(name)) == epoch_ms(expected.column(name))).all()
+        assert hot.column("count").to_pylist() == expected.column("count").to_pylist()
+        for name in ("min", "max", "mean", "std", "p95", "last"):
+            np.testing.assert_allclose(hot.column(name).to_numpy(), expected.column(name).to_numpy(), rtol=1e-9)

@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from plantstream.settings import Settings, child_env
 
@@ -34,20 +34,14 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
-def wait_for_assets(port: int, process: subprocess.Popen, timeout_s: float) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"dagster-webserver exited with {process.returncode}")
-        try:
-            nodes = graphql(port, QUERY)["data"]["assetNodes"]
-            if nodes:
-                return nodes
-        except (OSError, KeyError, TypeError) as exc:
-            last_error = exc
-        time.sleep(0.5)
-    raise AssertionError(f"no asset nodes within {timeout_s}s (last error: {last_error})")
+def asset_nodes(port: int, process: subprocess.Popen) -> list[dict]:
+    """The webserver's asset nodes, or [] while it is still starting."""
+    if process.poll() is not None:
+        raise AssertionError(f"dagster-webserver exited with {process.returncode}")
+    try:
+        return graphql(port, QUERY)["data"]["assetNodes"]
+    except (OSError, KeyError, TypeError):
+        return []
 
 
 def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Settings, free_port, tmp_path) -> None:
@@ -71,7 +65,7 @@ def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Setting
         start_new_session=True,
     )
     try:
-        nodes = wait_for_assets(port, process, timeout_s=120)
+        nodes = wait_for(lambda: asset_nodes(port, process), 120, "the Dagster webserver's asset graph")
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the webserver runs the code location in child processes
         try:

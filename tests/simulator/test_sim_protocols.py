@@ -12,14 +12,14 @@ import asyncio
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from asyncua import Client, ua
 from pymodbus.client import ModbusTcpClient
+from waiting import wait_for
 
 from plantstream.simulator.engine import Snapshot, utc_ms
 from plantstream.simulator.ground_truth import read_ground_truth
@@ -36,16 +36,6 @@ FAULTS = [
     ScheduledFault(at_s=5, machine="robot-cell-007", kind="clock_skew", duration_s=3600, skew_s=30),
     ScheduledFault(at_s=60, machine="press-006", kind="offline", duration_s=40),
 ]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _port() -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from telemetry_flow_io import CODEC, bronze_table, hot_arrow, hot_scalar
 from telemetry_samples import telemetry_series
+from waiting import wait_for
 
 from plantstream.connect.kafka import producer
 from plantstream.contract.topics import message_key
@@ -34,13 +35,6 @@ class CrashRun:
     events: int
     kills: int
     machines: int
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(0.05)
 
 
 class PacedProducer(threading.Thread):

@@ -57,7 +57,6 @@ QUIX_TIME_LIMIT_S = 60.0
 RUN_TIMEOUT_S = 900.0
 
 
-
 def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
     """Run the benchmark; returns the figures (also written to benchmarks/results/stream.json)."""
     events = QUICK_EVENTS if quick else FULL_EVENTS

@@ -137,6 +137,26 @@ class SimulatorSettings(_Section):
     simulated_minutes: float = Field(60.0, gt=0)
 
 
+class EdgeSettings(_Section):
+    """The edge gateway (``plantstream gateway``); its state lives in ``<state_dir>/edge``."""
+
+    # Gateway YAML (machines, protocols, endpoints); empty = <state_dir>/edge/gateway.yaml.
+    config_file: str = ""
+    # Store-and-forward buffer bounds and what happens beyond them (docs/edge.md).
+    buffer_max_events: int = Field(2_000_000, ge=100)
+    buffer_max_mb: float = Field(1_024.0, gt=0)
+    overflow_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    # A machine is stale after this many of its expected intervals without an answer.
+    stale_multiple: float = Field(3.0, ge=1.0)
+    # Reconnect backoff per peer: exponential from min to max, with full jitter.
+    backoff_min_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # Recreate the Kafka producer when the broker answers but nothing was delivered this long.
+    producer_stuck_s: float = Field(15.0, gt=0)
+    forward_batch: int = Field(5_000, ge=1, le=100_000)
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 = do not serve /metrics and /healthz")
+
+
 class Settings(BaseSettings):
     """All of PlantStream's configuration.  Build with :func:`load_settings`."""
 
@@ -160,6 +180,7 @@ class Settings(BaseSettings):
     local_ports: LocalPortsSettings = LocalPortsSettings()
     stream: StreamSettings = StreamSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    edge: EdgeSettings = EdgeSettings()
 
     @field_validator("state_dir")
     @classmethod

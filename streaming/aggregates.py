@@ -76,6 +76,22 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
+# Up to this many groups, sort each group's values on its own (a window emission has a
+# few hundred: ~20x faster than a lexsort over all rows); beyond, one lexsort.
+_PER_GROUP_SORT_MAX_GROUPS = 4096
+
+
+def _sorted_within_groups(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``values`` with each contiguous group ``[starts[i], ends[i])`` sorted ascending."""
+    if len(starts) <= _PER_GROUP_SORT_MAX_GROUPS:
+        out = np.empty_like(values)
+        for first, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            out[first:end] = np.sort(values[first:end])
+        return out
+    group_id = np.repeat(np.arange(len(starts)), ends - starts)
+    return values[np.lexsort((values, group_id))]
+
+
 def window_aggregates(events: pa.Table, window_seconds: int) -> pa.Table:
     """Aggregate telemetry events into tumbling event-time windows of ``window_seconds``.
 
@@ -126,8 +142,7 @@ def window_aggregates(events: pa.Table, window_seconds: int) -> pa.Table:
     last = values[ends - 1]
     last_ts = ts[ends - 1]
 
-    group_id = np.repeat(np.arange(len(starts)), counts)
-    sorted_values = values[np.lexsort((values, group_id))]
+    sorted_values = _sorted_within_groups(values, starts, ends)
     position = (counts - 1) * P95
     low = np.floor(position).astype(np.int64)
     high = np.minimum(low + 1, counts - 1)

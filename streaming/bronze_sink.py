@@ -8,15 +8,24 @@ it, so a replay after a crash - whatever batches Bytewax replays, however they a
 adds no duplicate rows.  Each Kafka partition's rows arrive in offset order, which is
 what makes "highest offset written" a complete description of what is in the table.
 
-Rows are buffered and written in sizeable files (``stream.bronze_flush_rows`` or
-``stream.bronze_flush_seconds``, whichever comes first).  The unwritten buffer is part
-of the sink's Bytewax snapshot, so rows a snapshot has moved the source past are never
-lost, and small event rates do not produce a file per epoch.
+Rows are buffered and committed in sizeable files by one writer per process (shared by
+its sink partitions, so one commit carries the rows of every Kafka partition the process
+reads, with one app transaction each), on a background thread that overlaps the
+dataflow.  A commit starts when the buffer reaches ``stream.bronze_flush_rows`` or
+``stream.bronze_flush_seconds``, and at every snapshot: a sink partition's
+``snapshot()`` commits everything buffered and waits for it, so Bytewax completes an
+epoch's snapshot only once every row the source has moved past is in the table.  The
+snapshot itself holds nothing (pickling up to ``bronze_flush_rows`` rows into every
+snapshot cost more than the commit).  The price: at most one commit per snapshot
+interval per process at low event rates (compact the table's small files
+periodically).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 
 import pyarrow as pa
@@ -32,6 +41,9 @@ from plantstream.streaming.telemetry_decode import DecodedBatch
 from plantstream.streaming.telemetry_schema import BRONZE_PARTITION_COLUMNS, BRONZE_TELEMETRY_SCHEMA
 
 log = logging.getLogger(__name__)
+
+# Commits queued before ``add`` blocks (backpressure).
+WRITER_QUEUE_DEPTH = 2
 
 __all__ = ["BRONZE_TELEMETRY_SCHEMA", "BronzeTelemetrySink", "bronze_app_id", "bronze_telemetry_uri"]
 
@@ -58,13 +70,15 @@ def committed_offset(settings: Settings, uri: str, app_id: str) -> int | None:
     return table.transaction_version(app_id)
 
 
-class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
-    """Buffers and commits rows; keeps the committed offset of every Kafka partition it
-    has seen, so it stays correct whichever Kafka partitions Bytewax routes to it."""
+_STOP = None
 
-    def __init__(
-        self, settings: Settings, uri: str, topic: str, buffered: pa.Table | None, *, stats: FlowStats | None, flow: str
-    ) -> None:
+
+class _BronzeWriter:
+    """The process's bronze writer, shared by its sink partitions: buffers rows, commits
+    them on a background thread, and keeps the committed offset of every Kafka
+    partition it has seen (it stays correct whichever partitions Bytewax routes here)."""
+
+    def __init__(self, settings: Settings, uri: str, topic: str, *, stats: FlowStats | None, flow: str) -> None:
         self._settings = settings
         self._uri = uri
         self._topic = topic
@@ -74,11 +88,69 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
         self._stats = stats
         self._flow = flow
         self._rows_written = metrics.ROWS_WRITTEN.labels(flow, "bronze")
-        self._committed: dict[int, int | None] = {}
-        self._chunks: list[pa.Table] = [] if buffered is None else [buffered]
-        self._buffered_rows = 0 if buffered is None else buffered.num_rows
-        self._oldest = time.monotonic() if self._buffered_rows else None
-        sink_registry.register(self)
+        self._committed: dict[int, int | None] = {}  # used by the writer thread only
+        self._lock = threading.Lock()
+        self._chunks: list[pa.Table] = []
+        self._buffered_rows = 0
+        self._oldest: float | None = None
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(WRITER_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, table: pa.Table) -> None:
+        """Buffer rows (one Kafka partition's, in offset order); commit when due."""
+        self._raise_error()
+        with self._lock:
+            self._chunks.append(table)
+            self._buffered_rows += table.num_rows
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            due = self._buffered_rows >= self._flush_rows or time.monotonic() - self._oldest >= self._flush_seconds
+            if due:
+                self._submit_locked()
+
+    def _submit_locked(self) -> None:
+        if not self._chunks:
+            return
+        table = pa.concat_tables(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks, self._buffered_rows, self._oldest = [], 0, None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_loop, name="bronze-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(table)
+
+    def flush(self) -> None:
+        """Commit everything buffered and wait until it is in the table; raise if a commit failed."""
+        with self._lock:
+            self._submit_locked()
+        self._queue.join()
+        self._raise_error()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._thread is not None:
+                self._queue.put(_STOP)
+                self._thread.join(60)
+                self._thread = None
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"bronze commit to {self._uri} failed") from self._error
+
+    def _write_loop(self) -> None:
+        while True:
+            table = self._queue.get()
+            try:
+                if table is _STOP:
+                    return
+                if self._error is None:  # after a failure, drain without writing
+                    self._commit(table)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
 
     def _committed_offset(self, partition: int) -> int | None:
         if partition not in self._committed:
@@ -87,31 +159,10 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
             )
         return self._committed[partition]
 
-    def write_batch(self, values: list[DecodedBatch]) -> None:
-        for batch in values:
-            if batch.events.num_rows:
-                self._chunks.append(batch.events)
-                self._buffered_rows += batch.events.num_rows
-                if self._stats is not None:
-                    self._stats.add(bronze_rows_received=batch.events.num_rows)
-                if self._oldest is None:
-                    self._oldest = time.monotonic()
-        self._flush_if_due()
-
-    def _flush_if_due(self) -> None:
-        if not self._buffered_rows:
-            return
-        age = time.monotonic() - (self._oldest or time.monotonic())
-        if self._buffered_rows >= self._flush_rows or age >= self._flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        """Commit the buffered rows above each partition's committed offset, in one commit."""
+    def _commit(self, table: pa.Table) -> None:
+        """Commit the rows above each partition's committed offset, in one commit."""
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        if not self._chunks:
-            return
-        table = pa.concat_tables(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
         partitions = pc.unique(table.column("kafka_partition")).to_pylist()
         keep = None
         transactions = []
@@ -126,38 +177,57 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
             if len(offsets):
                 transactions.append((partition, int(pc.max(offsets).as_py())))
         table = table.filter(keep)
-        if table.num_rows:
-            write_deltalake(
-                self._uri,
-                table,
-                mode="append",
-                partition_by=list(BRONZE_PARTITION_COLUMNS),
-                storage_options=self._storage,
-                commit_properties=CommitProperties(
-                    app_transactions=[
-                        Transaction(bronze_app_id(self._topic, p), offset, now_ms) for p, offset in transactions
-                    ],
-                    max_commit_retries=50,
-                ),
-            )
-            self._committed.update(dict(transactions))
-            self._rows_written.inc(table.num_rows)
-            metrics.observe_latency(self._flow, "bronze", table.column("ingest_ts").to_numpy())
-            if self._stats is not None:
-                self._stats.add(bronze_rows_written=table.num_rows)
-        self._chunks, self._buffered_rows, self._oldest = [], 0, None
+        if not table.num_rows:
+            return
+        write_deltalake(
+            self._uri,
+            table,
+            mode="append",
+            partition_by=list(BRONZE_PARTITION_COLUMNS),
+            storage_options=self._storage,
+            commit_properties=CommitProperties(
+                app_transactions=[
+                    Transaction(bronze_app_id(self._topic, p), offset, now_ms) for p, offset in transactions
+                ],
+                max_commit_retries=50,
+            ),
+        )
+        self._committed.update(dict(transactions))
+        self._rows_written.inc(table.num_rows)
+        metrics.observe_latency(self._flow, "bronze", table.column("ingest_ts").to_numpy())
+        if self._stats is not None:
+            self._stats.add(bronze_rows_written=table.num_rows)
 
-    def snapshot(self) -> pa.Table | None:
-        """The rows not yet committed (carried in the snapshot: the source has moved past them)."""
-        self._flush_if_due()
-        if not self._chunks:
-            return None
-        if len(self._chunks) > 1:
-            self._chunks = [pa.concat_tables(self._chunks)]
-        return self._chunks[0]
+
+class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
+    """One sink partition: hands its rows to the process's :class:`_BronzeWriter`; its
+    snapshot commits everything buffered (so the snapshot state is always ``None``)."""
+
+    def __init__(self, writer: _BronzeWriter, buffered: pa.Table | None, *, stats: FlowStats | None) -> None:
+        self._writer = writer
+        self._stats = stats
+        if buffered is not None and buffered.num_rows:
+            # A snapshot of the earlier design carried unwritten rows: commit them
+            # (the offset filter drops any that are in the table already).
+            writer.add(buffered)
+        sink_registry.register(self)
+
+    def write_batch(self, values: list[DecodedBatch]) -> None:
+        for batch in values:
+            if batch.events.num_rows:
+                self._writer.add(batch.events)
+                if self._stats is not None:
+                    self._stats.add(bronze_rows_received=batch.events.num_rows)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def snapshot(self) -> None:
+        """Commit every buffered row first: the source's snapshot has moved past them."""
+        self._writer.flush()
 
     def close(self) -> None:
-        self.flush()
+        self._writer.close()
 
 
 class BronzeTelemetrySink(FixedPartitionedSink[DecodedBatch, pa.Table | None]):
@@ -175,6 +245,7 @@ class BronzeTelemetrySink(FixedPartitionedSink[DecodedBatch, pa.Table | None]):
         self._index = {key: i for i, key in enumerate(self._parts)}
         self._stats = stats
         self._flow = flow
+        self._writer: _BronzeWriter | None = None
 
     def list_parts(self) -> list[str]:
         return self._parts
@@ -183,11 +254,6 @@ class BronzeTelemetrySink(FixedPartitionedSink[DecodedBatch, pa.Table | None]):
         return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: pa.Table | None) -> _BronzePartition:
-        return _BronzePartition(
-            self._settings,
-            self._uri,
-            self._topic,
-            resume_state,
-            stats=self._stats,
-            flow=self._flow,
-        )
+        if self._writer is None:  # one writer for the partitions this process builds
+            self._writer = _BronzeWriter(self._settings, self._uri, self._topic, stats=self._stats, flow=self._flow)
+        return _BronzePartition(self._writer, resume_state, stats=self._stats)

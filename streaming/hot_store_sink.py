@@ -99,11 +99,21 @@ def window_rows(closed: ClosedWindows) -> pa.Table:
 # Inserts queued per sink partition before ``write_batch`` blocks (backpressure): enough
 # to overlap the server's work with the flow's, small enough to bound memory.
 WRITER_QUEUE_DEPTH = 4
+# Raw rows per insert into ``telemetry_raw`` (a Kafka batch is ~5k), and how long rows
+# may wait for more before they go in anyway.
+RAW_INSERT_ROWS = 100_000
+RAW_INSERT_MAX_DELAY_S = 1.0
 _STOP = None
 
 
 class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
-    """Prepares inserts on the dataflow's thread and runs them on a writer thread."""
+    """Prepares inserts and runs them on a writer thread.
+
+    With ``coalesce_rows``, items are collected until they hold that many rows (or the
+    oldest waited ``max_delay_s``, or a snapshot comes) and go in as one insert: the
+    server's cost is mostly per insert and per part (5k-row inserts cost ~1.7x as much
+    server time as 25k-row ones), and every part is merged again in the background.
+    """
 
     def __init__(
         self,
@@ -112,11 +122,23 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         prepare: Callable[[list[T]], list[tuple[pa.Table, str]]],
         *,
         on_written: Callable[[pa.Table], None],
+        rows_of: Callable[[T], int] | None = None,
+        coalesce_rows: int = 0,
+        max_delay_s: float = 0.5,
     ) -> None:
-        self._client = hotstore_client(settings)  # used by the writer thread only
+        self._settings = settings
+        self._client: Any = None  # created and used by the writer thread only
         self._table = table
         self._prepare = prepare
         self._on_written = on_written
+        self._rows_of = rows_of
+        self._coalesce_rows = coalesce_rows if rows_of is not None else 0
+        self._max_delay_s = max_delay_s
+        self._lock = threading.Lock()  # guards the pending items
+        self._direct = threading.Lock()  # held while the writer inserts pending items itself
+        self._pending: list[T] = []
+        self._pending_rows = 0
+        self._pending_since: float | None = None
         self._queue: queue.Queue[tuple[pa.Table, str] | None] = queue.Queue(WRITER_QUEUE_DEPTH)
         self._error: BaseException | None = None
         self._writer = threading.Thread(target=self._write_loop, name=f"hotstore-{table}", daemon=True)
@@ -125,13 +147,42 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
 
     def write_batch(self, values: list[T]) -> None:
         self._raise_error()
-        for rows, token in self._prepare(values):
+        if self._coalesce_rows:
+            assert self._rows_of is not None
+            with self._lock:
+                self._pending.extend(values)
+                self._pending_rows += sum(self._rows_of(v) for v in values)
+                if self._pending_since is None:
+                    self._pending_since = time.monotonic()
+                if self._pending_rows < self._coalesce_rows:
+                    return
+                values = self._take_pending_locked()
+        self._enqueue(values)
+
+    def _take_pending_locked(self) -> list[T]:
+        values = self._pending
+        self._pending, self._pending_rows, self._pending_since = [], 0, None
+        return values
+
+    def _enqueue(self, values: list[T]) -> None:
+        for rows, token in self._prepare(values) if values else []:
             if rows.num_rows:
                 self._queue.put((rows, token))
 
     def _write_loop(self) -> None:
+        # Connecting takes a few round-trips (~20 ms): do it here, overlapping the
+        # flow's start, instead of on the dataflow's thread while Bytewax builds parts.
+        try:
+            self._client = hotstore_client(self._settings)
+        except BaseException as exc:
+            self._error = exc
+        timeout = self._max_delay_s / 2 if self._coalesce_rows else None
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._write_overdue()
+                continue
             try:
                 if item is _STOP:
                     return
@@ -143,6 +194,23 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                 self._error = exc
             finally:
                 self._queue.task_done()
+
+    def _write_overdue(self) -> None:
+        """Insert pending items that waited ``max_delay_s`` (items arrive too slowly to
+        fill an insert); ``flush`` waits for this through ``_direct``."""
+        with self._direct:
+            with self._lock:
+                if self._pending_since is None or time.monotonic() - self._pending_since < self._max_delay_s:
+                    return
+                values = self._take_pending_locked()
+            try:
+                if self._error is None:
+                    for rows, token in self._prepare(values):
+                        if rows.num_rows:
+                            self._insert(rows, token)
+                            self._on_written(rows)
+            except BaseException as exc:
+                self._error = exc
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -169,8 +237,13 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                 time.sleep(delay)
 
     def flush(self) -> None:
-        """Wait until every queued insert is written; raise if one failed."""
+        """Insert what is pending, wait until every insert is written; raise if one failed."""
+        with self._lock:
+            values = self._take_pending_locked()
+        self._enqueue(values)
         self._queue.join()
+        with self._direct:  # an overdue insert by the writer itself has finished
+            pass
         self._raise_error()
 
     def snapshot(self) -> None:
@@ -182,7 +255,8 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         finally:
             self._queue.put(_STOP)
             self._writer.join(60)
-            self._client.close()
+            if self._client is not None:
+                self._client.close()
 
 
 class _PartitionedByKafka:
@@ -220,7 +294,19 @@ class HotRawSink(_PartitionedByKafka, FixedPartitionedSink[DecodedBatch, None]):
             if stats is not None:
                 stats.add(raw_rows_written=rows.num_rows)
 
-        return _HotStorePartition(self._settings, TELEMETRY_RAW_TABLE, _raw_inserts, on_written=written)
+        return _HotStorePartition(
+            self._settings,
+            TELEMETRY_RAW_TABLE,
+            _raw_inserts,
+            on_written=written,
+            rows_of=_batch_rows,
+            coalesce_rows=RAW_INSERT_ROWS,
+            max_delay_s=RAW_INSERT_MAX_DELAY_S,
+        )
+
+
+def _batch_rows(batch: DecodedBatch) -> int:
+    return batch.events.num_rows
 
 
 def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:

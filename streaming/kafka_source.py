@@ -15,9 +15,11 @@ never used to decide that (it is wrong on some brokers, and it races with produc
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -114,7 +116,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         stop_at_end: bool,
         flow: str,
     ) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        from confluent_kafka import TopicPartition
 
         self._topic = topic
         self._partition = partition
@@ -137,14 +139,16 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 "queued.min.messages": max(100_000, 4 * self._batch_size),
             },
         )
-        start = OFFSET_BEGINNING if next_offset is None else next_offset
+        # An explicit offset starts fetching ~0.5 s sooner than OFFSET_BEGINNING (no
+        # ListOffsets round-trip first); offset 0 below the log start (retention) is
+        # out of range and resets to the earliest offset (``auto.offset.reset``), which
+        # is what OFFSET_BEGINNING means.
+        start = 0 if next_offset is None else next_offset
         self._tp = TopicPartition(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         DRAIN_PROGRESS.add(built=1)
 
     def next_batch(self) -> list[RawBatch]:
-        from confluent_kafka import KafkaError, KafkaException
-
         if self._at_end:
             raise StopIteration
         messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
@@ -152,32 +156,42 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._idle = True
             return []
         self._idle = False
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        offsets: list[int] = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    if self._stop_at_end and not self._at_end:
-                        self._at_end = True
-                        DRAIN_PROGRESS.add(ended=1)
-                    continue
-                if error.fatal() or not error.retriable():
-                    raise KafkaException(error)
-                log.warning("kafka consumer %s[%d]: %s", self._topic, self._partition, error)
-                continue
-            offsets.append(message.offset())
-            keys.append(message.key())
-            values.append(message.value())
-        if not offsets:
-            return []
+        # map() over the C methods: no Python frame per message (~1 us per message
+        # with four list comprehensions).
+        message_type = type(messages[0])
+        errors = list(map(message_type.error, messages))
+        if any(map(operator.is_not, errors, repeat(None))):  # partition EOF or an error among them
+            messages = self._without_events(messages, errors)
+            if not messages:
+                return []
+        offsets = list(map(message_type.offset, messages))
+        keys: list[bytes | None] = list(map(message_type.key, messages))
+        values: list[bytes | None] = list(map(message_type.value, messages))
         self._next_offset = offsets[-1] + 1
         self._events_in.inc(len(values))
         _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         if high >= 0:
             self._lag.set(max(0, high - self._next_offset))
         return [RawBatch(self._topic, self._partition, np.array(offsets, dtype=np.int64), keys, values)]
+
+    def _without_events(self, messages: list, errors: list) -> list:
+        """The data messages of a fetch; handles the events (partition EOF, errors) in it."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        data = []
+        for message, error in zip(messages, errors, strict=True):
+            if error is None:
+                data.append(message)
+                continue
+            if error.code() == KafkaError._PARTITION_EOF:
+                if self._stop_at_end and not self._at_end:
+                    self._at_end = True
+                    DRAIN_PROGRESS.add(ended=1)
+                continue
+            if error.fatal() or not error.retriable():
+                raise KafkaException(error)
+            log.warning("kafka consumer %s[%d]: %s", self._topic, self._partition, error)
+        return data
 
     def next_awake(self) -> datetime | None:
         if self._idle and not self._at_end:

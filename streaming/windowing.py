@@ -262,12 +262,27 @@ class PartitionWindows:
 
     # -- per-machine state ---------------------------------------------------------
     def _track_machines(self, events: pa.Table, ts: np.ndarray) -> None:
-        per_machine = (
-            pa.table({"machine_id": events.column("machine_id"), "ts": ts, "seq": events.column("seq")})
-            .group_by("machine_id")
-            .aggregate([("ts", "max"), ("seq", "min"), ("seq", "max"), ("seq", "count_distinct")])
-            .to_pydict()
-        )
+        # Per machine: max event time, min/max seq and distinct seqs (numpy sort +
+        # reduceat; an Arrow group_by cost ~2.5 ms per batch).
+        encoded = events.column("machine_id").combine_chunks().dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        seq = events.column("seq").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+        order = np.lexsort((seq, codes))
+        codes, seq, ts = codes[order], seq[order], ts[order]
+        first_of_machine = np.ones(len(codes), dtype=bool)
+        first_of_machine[1:] = codes[1:] != codes[:-1]
+        starts = np.flatnonzero(first_of_machine)
+        ends = np.append(starts[1:], len(codes))
+        new_seq = first_of_machine.copy()
+        new_seq[1:] |= seq[1:] != seq[:-1]
+        names = encoded.dictionary.to_pylist()
+        per_machine = {
+            "machine_id": [names[c] for c in codes[starts].tolist()],
+            "ts_max": np.maximum.reduceat(ts, starts).tolist(),
+            "seq_min": seq[starts].tolist(),
+            "seq_max": seq[ends - 1].tolist(),
+            "seq_count_distinct": np.add.reduceat(new_seq.astype(np.int64), starts).tolist(),
+        }
         gaps = 0
         new = 0
         machines = self.machines

@@ -14,6 +14,7 @@ from plantstream.cli.bench_cmd import bench
 from plantstream.cli.common import settings_or_exit
 from plantstream.cli.contract_cmd import schemas_app, topics_app
 from plantstream.cli.demo_cmd import demo
+from plantstream.cli.edge_cmd import gaps, gateway
 from plantstream.cli.pipeline_cmd import simulate_kafka, stream
 from plantstream.cli.platform_cmd import platform_app
 from plantstream.cli.simulate_cmd import simulate_serve
@@ -27,6 +28,8 @@ app = typer.Typer(
 app.command("demo")(demo)
 app.command("bench")(bench)
 app.command("stream")(stream)
+app.command("gateway")(gateway)
+app.command("gaps")(gaps)
 
 simulate_app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
 simulate_app.command("serve")(simulate_serve)

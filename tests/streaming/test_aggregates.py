@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plantstream.streaming import aggregates
 from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, window_aggregates
 
 rows = st.lists(
@@ -100,3 +102,16 @@ def test_timestamp_event_times_are_accepted() -> None:
     as_ts = t.set_column(3, "event_ts", t.column("event_ts").cast(pa.timestamp("ms", tz="UTC")))
     assert window_aggregates(as_ts, 60).equals(window_aggregates(t, 60))
     assert epoch_ms(window_aggregates(t, 60).column("window_start")).tolist() == [60_000]
+
+
+def test_both_ways_of_sorting_within_groups_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    counts = rng.integers(1, 40, size=300)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    ends = starts + counts
+    values = rng.normal(size=int(counts.sum())).round(1)  # ties included
+    per_group = aggregates._sorted_within_groups(values, starts, ends)
+    monkeypatch.setattr(aggregates, "_PER_GROUP_SORT_MAX_GROUPS", 0)
+    assert np.array_equal(per_group, aggregates._sorted_within_groups(values, starts, ends))
+    for first, end in zip(starts, ends, strict=True):
+        assert np.all(np.diff(per_group[first:end]) >= 0)

@@ -16,6 +16,7 @@ from plantstream.streaming.worker_routing import (
     MAX_ALIGNED_WORKERS,
     bytewax_worker_of_key,
     partition_key,
+    search_partition_key,
     siphash13,
     worker_of_part,
 )
@@ -37,6 +38,13 @@ def test_partition_keys_are_aligned_for_every_cluster_size_up_to_eight() -> None
     for workers in range(1, MAX_ALIGNED_WORKERS + 1):
         for p, key in enumerate(keys):
             assert bytewax_worker_of_key(key, workers) == worker_of_part(p, workers), (key, workers)
+
+
+def test_precomputed_partition_keys_equal_the_search() -> None:
+    assert [partition_key(p) for p in range(64)] == [search_partition_key(p) for p in range(64)]
+    assert partition_key(64) == search_partition_key(64)
+    with pytest.raises(ValueError):
+        partition_key(-1)
 
 
 _CLUSTER_FLOW = textwrap.dedent(

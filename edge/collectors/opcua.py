@@ -1,0 +1,177 @@
+"""OPC UA: a subscription (data-change notifications) per machine folder, re-browsed periodically.
+
+Each machine is one task with its own client session.  Every ``browse_interval_s`` the
+machine's folder is browsed in one request (``get_children_descriptions``); variables
+that appeared are subscribed, those that vanished unsubscribed, so tags added or
+removed on the server are picked up without a restart.  Every ``interval_s`` the
+session is probed (a read of the server's clock): OPC UA only notifies on change, so a
+successful probe is what tells a quiet-but-alive machine from a dead one.  Any failure
+drops the session and reconnects with backoff and jitter.
+
+Each notification carries the ``DataValue``'s SourceTimestamp and StatusCode; the
+StatusCode's severity bits map to good / uncertain / bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import Client, ua
+
+from plantstream.contract import Quality
+from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
+from plantstream.edge.config import MachineConfig
+
+log = logging.getLogger(__name__)
+PROTOCOL = "opcua"
+
+
+def quality_of(status: ua.StatusCode | None) -> Quality:
+    """StatusCode severity (top two bits): 00 good, 01 uncertain, 10/11 bad."""
+    if status is None:
+        return Quality.GOOD
+    severity = (int(status.value) >> 30) & 0b11
+    return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
+
+
+def epoch_ms(when: datetime | None) -> int | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1000)
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class _Handler:
+    """asyncua calls this on the event loop for each data change."""
+
+    def __init__(self, machine_id: str, sink: Sink) -> None:
+        self.machine_id = machine_id
+        self.sink = sink
+        self.names: dict[ua.NodeId, str] = {}
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        signal = self.names.get(node.nodeid)
+        if signal is None:
+            return  # a notification racing an unsubscribe
+        dv = data.monitored_item.Value
+        # ``val`` is None for a Bad status; the DataValue still carries what the server sent.
+        value = dv.Value.Value if dv.Value is not None else val
+        reading = Reading(
+            self.machine_id,
+            signal,
+            as_float(value),
+            quality_of(dv.StatusCode),
+            epoch_ms(dv.SourceTimestamp),
+            now_ms(),
+        )
+        self.sink.alive(self.machine_id)
+        self.sink.submit(PROTOCOL, [reading])
+
+    def status_change_notification(self, status: Any) -> None:
+        log.info("opcua %s: subscription status %s", self.machine_id, status)
+
+
+async def run_machine(site: str, machine: MachineConfig, sink: Sink, stop: asyncio.Event, backoff: Backoff) -> None:
+    connected_before = False
+    while not stop.is_set():
+        client = Client(machine.endpoint, timeout=max(1.0, min(4.0, machine.interval_s * 2)))
+        connected = False
+        try:
+            await client.connect()
+            connected = True
+            sink.connection(machine.machine_id, PROTOCOL, True)
+            if connected_before:
+                sink.reconnect(PROTOCOL)
+            connected_before = True
+            backoff.reset()
+            await _session(site, machine, client, sink, stop)
+        except (OSError, TimeoutError, ConnectionError, ua.UaError, asyncio.IncompleteReadError) as exc:
+            log.info("opcua %s (%s): %r", machine.machine_id, machine.endpoint, exc)
+        finally:
+            if connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.disconnect(), timeout=2.0)
+            else:
+                with contextlib.suppress(Exception):
+                    await client.disconnect_socket()
+            sink.connection(machine.machine_id, PROTOCOL, False)
+        if stop.is_set():
+            break
+        await sleep_or_stop(stop, backoff.next_delay())
+
+
+async def _session(site: str, machine: MachineConfig, client: Client, sink: Sink, stop: asyncio.Event) -> None:
+    opts = machine.opcua
+    ns = await client.get_namespace_index(opts.namespace_uri)
+    path = opts.folder or ["Plant", site, machine.area, machine.line, machine.machine_id]
+    folder = await client.nodes.objects.get_child([f"{ns}:{p}" for p in path])
+    clock = client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+    handler = _Handler(machine.machine_id, sink)
+    sub = await client.create_subscription(opts.publishing_interval_ms, handler)
+    handles: dict[ua.NodeId, int] = {}
+    loop = asyncio.get_running_loop()
+    next_browse = 0.0
+    while not stop.is_set():
+        if loop.time() >= next_browse:
+            await _sync_subscriptions(
+                client=client,
+                folder=folder,
+                sub=sub,
+                handler=handler,
+                handles=handles,
+                sink=sink,
+                machine_id=machine.machine_id,
+            )
+            next_browse = loop.time() + opts.browse_interval_s
+        else:
+            await clock.read_value()
+        sink.alive(machine.machine_id)
+        if await sleep_or_stop(stop, min(machine.interval_s, opts.browse_interval_s)):
+            return
+
+
+async def _sync_subscriptions(
+    *,
+    client: Client,
+    folder: Any,
+    sub: Any,
+    handler: _Handler,
+    handles: dict[ua.NodeId, int],
+    sink: Sink,
+    machine_id: str,
+) -> None:
+    refs = await folder.get_children_descriptions(refs=ua.ObjectIds.HierarchicalReferences)
+    now = {r.NodeId: r.BrowseName.Name for r in refs if r.NodeClass == ua.NodeClass.Variable}
+    gone = [n for n in handles if n not in now]
+    if gone:
+        await sub.unsubscribe([handles.pop(n) for n in gone])
+        for n in gone:
+            handler.names.pop(n, None)
+        log.info("opcua %s: %d signals removed", machine_id, len(gone))
+    new = [n for n in now if n not in handles]
+    if new:
+        for n in new:
+            handler.names[n] = now[n]
+        results = await sub.subscribe_data_change([client.get_node(n) for n in new])
+        for n, handle in zip(new, results, strict=True):
+            if isinstance(handle, int):
+                handles[n] = handle
+            else:
+                handler.names.pop(n, None)
+                log.warning("opcua %s: cannot subscribe %s: %s", machine_id, now[n], handle)
+        log.info("opcua %s: subscribed %d signals", machine_id, len(new))
+    if gone or new:
+        sink.known_signals(machine_id, sorted(now[n] for n in handles))

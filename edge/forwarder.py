@@ -1,0 +1,348 @@
+"""Buffer -> Kafka: an idempotent producer (``acks=all``), rows deleted only on delivery.
+
+The forwarder reads the buffer in ``id`` order (per-machine sequence order) and hands
+events to librdkafka, at most ``MAX_IN_FLIGHT`` at a time so a long outage accumulates
+on disk, not in memory.  A row is deleted in the same transaction that records the
+partition offset Kafka reported for it.
+
+Three failure modes need more than librdkafka's own retries:
+
+* **Stuck producer.**  After a broker restart an idempotent producer can wait forever
+  (``UNKNOWN_PRODUCER_ID`` with ``message.timeout.ms=0``).  If events are in flight,
+  nothing was delivered for ``edge.producer_stuck_s`` and the broker answers a metadata
+  request, or librdkafka reports a fatal error, the producer is purged and recreated.
+* **Acknowledged without an offset.**  librdkafka reports a ``DUPLICATE_SEQUENCE_NUMBER``
+  answer as a delivery with no offset; after a broker restart that answer is not proof.
+  Such rows are kept and verified by reconciliation (found: deleted; not found: resent).
+* **Unknown fate.**  Events sent just before a producer was replaced or the gateway was
+  killed may or may not have been written.  Before (re)sending, the forwarder
+  *reconciles*: it reads each partition from just after the last offset it saw
+  delivered (or, the first time, from the oldest buffered read time) to the end
+  (``enable.partition.eof``, never the broker's high watermark) and deletes buffered
+  events whose ``(machine_id, seq)`` is already there.  Kafka therefore holds each
+  event once, even across ``kill -9``; if reconciliation cannot finish in time the
+  gateway resends anyway (at-least-once; the sinks deduplicate on ``(machine_id, seq)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import msgspec
+
+from plantstream.connect.kafka import consumer, producer
+from plantstream.contract import Codec, Telemetry
+from plantstream.contract.topics import TELEMETRY, ensure_topics, message_key
+from plantstream.edge.buffer import EdgeStore, Row
+from plantstream.edge.collectors.base import Backoff, sleep_or_stop
+from plantstream.edge.metrics import GatewayMetrics
+from plantstream.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_IN_FLIGHT = 50_000
+RECONCILE_TIMEOUT_S = 60.0
+#: The oldest buffered read time is moved back by this much to find its first possible offset.
+CLOCK_MARGIN_MS = 60_000
+
+
+class _Key(msgspec.Struct):
+    machine_id: str
+    seq: int
+
+
+class Forwarder:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EdgeStore,
+        db: Executor,
+        metrics: GatewayMetrics,
+        *,
+        topic: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.db = db
+        self.metrics = metrics
+        self.topic = topic or settings.stream.telemetry_topic
+        self.wake = asyncio.Event()
+        self.codec = Codec(Telemetry)
+        self._producer: Any = None
+        self._generation = 0
+        self._last_sent_id = 0
+        self._in_flight: set[int] = set()
+        self._delivered: list[tuple[int, str, int, int | None, str]] = []  # id, topic, partition, offset, protocol
+        self._progress_at = time.monotonic()
+        self._fatal = False
+        self._unverified: set[int] = set()
+        self._verify_all = False
+        self.connected = False
+        self.delivered_total = 0
+
+    async def _run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.db, fn, *args)
+
+    # -- librdkafka callbacks (called from poll() on the event loop thread) --------------
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            log.error("Kafka producer fatal error: %s; it will be recreated", err)
+            self._fatal = True
+        else:
+            log.warning("Kafka: %s", err)
+            if "ALL_BROKERS_DOWN" in err.name() or "TRANSPORT" in err.name():
+                self.metrics.kafka_up.set(0)
+
+    def _on_delivery(self, row_id: int, protocol: str, generation: int, err: Any, msg: Any) -> None:
+        if err is None:
+            self._in_flight.discard(row_id)
+            self._progress_at = time.monotonic()
+            offset = msg.offset()
+            if offset is None or offset < 0:
+                # "Delivered" without an offset: librdkafka reports a DUPLICATE_SEQUENCE_NUMBER answer
+                # so, trusting the broker already has it.  A restarted broker can say that about a
+                # write it lost, so the row stays until reconciliation finds it in the partition.
+                self._unverified.add(row_id)
+                return
+            self._delivered.append((row_id, msg.topic(), msg.partition(), offset, protocol))
+            return
+        # Purged by a recreate (resent later) or failed for good: the row stays buffered.
+        if generation == self._generation:
+            self._in_flight.discard(row_id)
+            if "PURGE" not in err.name():
+                log.warning("delivery failed for buffered row %d: %s; producer will be recreated", row_id, err)
+                self._fatal = True
+
+    # -- connection ----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Create the topic if needed, reconcile what is already in Kafka, then a fresh producer."""
+        spec = dataclasses.replace(TELEMETRY, name=self.topic)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: ensure_topics(self.settings, (spec,), timeout_s=5.0))
+        removed = await loop.run_in_executor(None, self._reconcile)
+        if removed:
+            self.metrics.reconciled.inc(removed)
+            log.info("reconciled %d buffered events that Kafka already had", removed)
+        self._verify_all = False
+        self._generation += 1
+        self._producer = producer(self.settings, error_cb=self._on_error)
+        self._last_sent_id = 0
+        self._in_flight.clear()
+        self._unverified.clear()
+        self._fatal = False
+        self._progress_at = time.monotonic()
+        self.connected = True
+        self.metrics.kafka_up.set(1)
+
+    def _reconcile(self) -> int:
+        """Delete buffered rows whose (machine_id, seq) Kafka already holds (runs in a worker thread)."""
+        from concurrent.futures import Future
+
+        from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+
+        def on_db(fn: Callable[..., T], *args: Any) -> T:
+            fut: Future[T] = self.db.submit(fn, *args)
+            return fut.result()
+
+        keys = on_db(self.store.buffered_keys)
+        if not keys:
+            return 0
+        # After an offset-less acknowledgement the copy may sit *before* the last offset seen
+        # delivered (the broker kept the first attempt and later events went after it): search
+        # every partition from the oldest buffered read time instead.
+        known = {} if self._verify_all else on_db(self.store.kafka_offsets, self.topic)
+        oldest = on_db(self.store.min_read_ts) or 0
+        cons = consumer(
+            self.settings,
+            **{"group.id": f"{self.settings.kafka.client_id}-edge-reconcile", "enable.partition.eof": True},
+        )
+        try:
+            meta = cons.list_topics(self.topic, timeout=10)
+            partitions = sorted(meta.topics[self.topic].partitions)
+            starts: list[Any] = []
+            by_time = [
+                TopicPartition(self.topic, p, max(oldest - CLOCK_MARGIN_MS, 0)) for p in partitions if p not in known
+            ]
+            if by_time:
+                starts += cons.offsets_for_times(by_time, timeout=10)
+            starts += [TopicPartition(self.topic, p, known[p] + 1) for p in partitions if p in known]
+            starts = [tp for tp in starts if tp.offset >= 0 and tp.offset != OFFSET_END]
+            if not starts:
+                return 0
+            cons.assign(starts)
+            open_parts = {tp.partition for tp in starts}
+            found: list[int] = []
+            decoder = msgspec.json.Decoder(_Key)
+            deadline = time.monotonic() + RECONCILE_TIMEOUT_S
+            while open_parts and time.monotonic() < deadline:
+                for msg in cons.consume(10_000, timeout=0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            open_parts.discard(msg.partition())
+                        continue
+                    try:
+                        key = decoder.decode(msg.value())
+                    except msgspec.MsgspecError:
+                        continue
+                    row_id = keys.get((key.machine_id, key.seq))
+                    if row_id is not None:
+                        found.append(row_id)
+            if open_parts:
+                log.warning("reconciliation did not reach the end of %s; resending (at-least-once)", open_parts)
+        finally:
+            cons.close()
+        return on_db(self.store.delete, found) if found else 0
+
+    def _drop_producer(self) -> None:
+        old, self._producer = self._producer, None
+        self.connected = False
+        if old is None:
+            return
+        self._generation += 1
+        try:
+            old.purge(in_queue=True, in_flight=True)
+            old.poll(0)
+            old.flush(0)
+        except Exception as exc:  # a broken producer must not stop the gateway
+            log.warning("purging the old producer failed: %r", exc)
+
+    async def _broker_answers(self) -> bool:
+        prod = self._producer
+        if prod is None:
+            return False
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: prod.list_topics(self.topic, timeout=3))
+        except Exception:
+            return False
+        return True
+
+    # -- main loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(self.settings.edge.backoff_min_s, self.settings.edge.backoff_max_s)
+        while not stop.is_set():
+            if self._producer is None:
+                try:
+                    await self._connect()
+                    backoff.reset()
+                except Exception as exc:
+                    self.metrics.kafka_up.set(0)
+                    delay = backoff.next_delay()
+                    log.warning("Kafka not reachable (%s); retrying in %.1f s, collecting meanwhile", exc, delay)
+                    await sleep_or_stop(stop, delay)
+                    continue
+            try:
+                sent = await self._pump()
+            except Exception:
+                log.exception("forwarder step failed; recreating the producer")
+                self._drop_producer()
+                continue
+            if self._unverified and not self._in_flight:
+                log.warning(
+                    "%d events were acknowledged without an offset; verifying them against Kafka", len(self._unverified)
+                )
+                self.metrics.unverified_acks.inc(len(self._unverified))
+                self._unverified.clear()
+                self._verify_all = True
+                self._drop_producer()  # reconnecting reconciles: found rows are deleted, the rest resent
+                continue
+            if self._fatal or await self._stuck():
+                self.metrics.producer_recreated.inc()
+                log.warning("Kafka producer made no progress with %d in flight; recreating it", len(self._in_flight))
+                self._drop_producer()
+                continue
+            if not sent and not self._delivered:
+                self.wake.clear()
+                with_timeout = 0.05 if self._in_flight else 0.5
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=with_timeout)
+        await self._shutdown()
+
+    async def _stuck(self) -> bool:
+        if not self._in_flight:
+            self._progress_at = time.monotonic()
+            return False
+        if time.monotonic() - self._progress_at < self.settings.edge.producer_stuck_s:
+            return False
+        if await self._broker_answers():
+            return True
+        self.metrics.kafka_up.set(0)
+        self._progress_at = time.monotonic()  # broker is down: wait for it, this is not a stuck producer
+        return False
+
+    async def _pump(self) -> int:
+        """Send a batch, serve callbacks, delete what was delivered.  Returns rows sent."""
+        prod = self._producer
+        sent = 0
+        room = MAX_IN_FLIGHT - len(self._in_flight)
+        if room > 0:
+            rows = await self._run_db(
+                self.store.read_after, self._last_sent_id, min(room, self.settings.edge.forward_batch)
+            )
+            sent = self._produce(prod, rows)
+        prod.poll(0)
+        if self._delivered:
+            done, self._delivered = self._delivered, []
+            offsets: dict[tuple[str, int], int] = {}
+            per_protocol: Counter[str] = Counter()
+            for _row_id, topic, partition, offset, protocol in done:
+                if offset is not None and offset >= 0:  # some brokers report no offset after a restart
+                    offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
+                per_protocol[protocol] += 1
+            await self._run_db(self.store.delete, [d[0] for d in done], offsets)
+            for protocol, n in per_protocol.items():
+                self.metrics.events_out.labels(protocol).inc(n)
+            self.delivered_total += len(done)
+            self.metrics.kafka_up.set(1)
+        return sent
+
+    def _produce(self, prod: Any, rows: list[Row]) -> int:
+        now = time.time_ns() // 1_000_000
+        decode, encode = self.codec.decode, self.codec.encode
+        generation = self._generation
+        for row in rows:
+            value = encode(msgspec.structs.replace(decode(row.payload), ingest_ts=now))
+            callback = lambda err, msg, i=row.id, p=row.protocol, g=generation: self._on_delivery(i, p, g, err, msg)  # noqa: E731
+            while True:
+                try:
+                    prod.produce(self.topic, value=value, key=message_key(row.machine_id), on_delivery=callback)
+                    break
+                except BufferError:
+                    prod.poll(0.05)  # librdkafka's queue is full: serve callbacks, then retry
+            if not self._in_flight:
+                self._progress_at = time.monotonic()
+            self._in_flight.add(row.id)
+            self._last_sent_id = row.id
+        return len(rows)
+
+    async def _shutdown(self) -> None:
+        prod = self._producer
+        if prod is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: prod.flush(5.0))
+        try:
+            await self._pump_delivered_only()
+        finally:
+            self._drop_producer()
+
+    async def _pump_delivered_only(self) -> None:
+        if self._delivered:
+            done, self._delivered = self._delivered, []
+            offsets: dict[tuple[str, int], int] = {}
+            for _row_id, topic, partition, offset, _protocol in done:
+                if offset is not None and offset >= 0:
+                    offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
+            await self._run_db(self.store.delete, [d[0] for d in done], offsets)

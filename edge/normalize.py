@@ -1,0 +1,52 @@
+"""Protocol readings -> the contract's :class:`Telemetry`.
+
+The unit comes from the one signal catalogue (``plantstream.contract.signals``), so a
+reading from OPC UA, MQTT or Modbus looks the same downstream.  ``ingest_ts`` is left
+0 here and set by the forwarder when the event is handed to Kafka, which is what the
+contract means by it (a replayed event gets the time of its replay).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from plantstream.contract import Quality, Telemetry
+from plantstream.contract.signals import SIGNALS
+from plantstream.edge.collectors.base import Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    site: str
+    area: str
+    line: str
+    machine_id: str
+
+
+def to_telemetry(identity: Identity, reading: Reading, seq: int) -> Telemetry:
+    value = reading.value
+    quality = reading.quality
+    if value is not None and not math.isfinite(value):
+        # NaN/inf cannot be JSON; a device reporting it has no usable value.
+        value, quality = None, Quality.BAD
+    spec = SIGNALS.get(reading.signal)
+    return Telemetry(
+        site=identity.site,
+        area=identity.area,
+        line=identity.line,
+        machine_id=identity.machine_id,
+        seq=seq,
+        source_ts=reading.source_ts,
+        read_ts=reading.read_ts,
+        ingest_ts=0,
+        signal=reading.signal,
+        value=value,
+        unit=spec.unit if spec else "",
+        quality=quality,
+    )
+
+
+def stale_readings(machine_id: str, signals: list[str], read_ts: int) -> list[Reading]:
+    """The explicit "no longer answering" marker: one stale reading per signal, no value."""
+    return [Reading(machine_id, s, None, Quality.STALE, None, read_ts) for s in sorted(signals)]

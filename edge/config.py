@@ -16,13 +16,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-Protocol = Literal["opcua", "mqtt", "modbus"]
-RegisterType = Literal["float32", "int16", "uint16", "int32", "uint32"]
+from plantstream.contract.edge_wire import OPCUA_NAMESPACE, Register
 
-#: Registers (16-bit words) per Modbus type.
-REGISTER_WORDS: dict[str, int] = {"float32": 2, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2}
-#: The largest block one Modbus read may ask for (the protocol's limit for registers).
-MAX_READ_REGISTERS = 125
+Protocol = Literal["opcua", "mqtt", "modbus"]
 
 
 class GatewayConfigError(ValueError):
@@ -33,22 +29,8 @@ class _Model(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
 
-class Register(_Model):
-    """Where one signal lives on a Modbus device and how to turn words into a value."""
-
-    table: Literal["holding", "input"] = "holding"
-    address: int = Field(ge=0, le=65_535)
-    type: RegisterType = "float32"
-    word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-
-    @property
-    def words(self) -> int:
-        return REGISTER_WORDS[self.type]
-
-
 class OpcUaOptions(_Model):
-    namespace_uri: str = "urn:plantstream:plant"
+    namespace_uri: str = OPCUA_NAMESPACE
     #: Browse path below Objects; default ``Plant/<site>/<area>/<line>/<machine_id>``.
     folder: list[str] | None = None
     publishing_interval_ms: int = Field(200, ge=10)

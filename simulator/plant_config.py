@@ -21,15 +21,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from plantstream.contract.edge_wire import MQTT_TOPIC, OPCUA_PATH, Register
 from plantstream.contract.signals import SIGNALS
 from plantstream.simulator.plant import SIGNALS_BY_TYPE, Machine, MachineType
 
 Protocol = Literal["opcua", "mqtt", "modbus", "kafka-direct"]
-RegisterType = Literal["float32", "int16", "uint16", "int32", "uint32"]
-REGISTER_WORDS: dict[str, int] = {"float32": 2, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2}
-OPCUA_PATH = "/plantstream/"
-OPCUA_NAMESPACE = "urn:plantstream:plant"
-MQTT_TOPIC = "plantstream/v1/{site}/{area}/{line}/{machine_id}/telemetry"
 DEFAULT_PLANT_FILE = Path(__file__).parent / "plants" / "default.yaml"
 FaultKind = Literal["stuck", "spike", "dropout", "clock_skew", "offline"]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -41,20 +37,6 @@ class PlantConfigError(ValueError):
 
 class _Model(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
-
-
-class Register(_Model):
-    """Where one signal lives on a Modbus device (same shape as the gateway's ``Register``)."""
-
-    table: Literal["holding", "input"] = "holding"
-    address: int = Field(ge=0, le=65_534)
-    type: RegisterType = "float32"
-    word_order: Literal["big", "little"] = "big"
-    scale: float = Field(1.0, gt=0)
-
-    @property
-    def words(self) -> int:
-        return REGISTER_WORDS[self.type]
 
 
 class MachineTypeConfig(_Model):

@@ -21,8 +21,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from plantstream.contract import Quality
+from plantstream.contract.edge_wire import MAX_READ_REGISTERS, Register
 from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
-from plantstream.edge.config import MAX_READ_REGISTERS, MachineConfig, Register
+from plantstream.edge.config import MachineConfig
 
 log = logging.getLogger(__name__)
 PROTOCOL = "modbus"

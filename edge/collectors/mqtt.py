@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from plantstream.contract import Quality
+from plantstream.contract.edge_wire import mqtt_topic
 from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
 from plantstream.edge.config import MachineConfig
 
@@ -36,7 +37,7 @@ class Payload(msgspec.Struct):
 
 
 def default_topic(site: str, machine: MachineConfig) -> str:
-    return f"plantstream/v1/{site}/{machine.area}/{machine.line}/{machine.machine_id}/telemetry"
+    return mqtt_topic(site, machine.area, machine.line, machine.machine_id)
 
 
 def parse(machine_id: str, payload: bytes, read_ts: int) -> list[Reading]:

@@ -23,9 +23,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from plantstream.contract.edge_wire import Register
 from plantstream.simulator.engine import Reading
 from plantstream.simulator.plant import Machine
-from plantstream.simulator.plant_config import Endpoint, Register
+from plantstream.simulator.plant_config import Endpoint
 
 _DT = ModbusClientMixin.DATATYPE
 _TYPES = {"float32": _DT.FLOAT32, "int16": _DT.INT16, "uint16": _DT.UINT16, "int32": _DT.INT32, "uint32": _DT.UINT32}

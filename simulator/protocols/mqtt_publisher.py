@@ -16,9 +16,10 @@ import threading
 import paho.mqtt.client as mqtt
 
 from plantstream.contract import Quality
+from plantstream.contract.edge_wire import MQTT_TOPIC
 from plantstream.simulator.engine import Reading
 from plantstream.simulator.plant import Machine
-from plantstream.simulator.plant_config import MQTT_TOPIC, Endpoint
+from plantstream.simulator.plant_config import Endpoint
 
 
 def topic_of(machine: Machine) -> str:

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from asyncua import Server, ua
 
 from plantstream.contract import Quality
+from plantstream.contract.edge_wire import OPCUA_NAMESPACE
 from plantstream.simulator.engine import Reading
 from plantstream.simulator.plant import Machine
-from plantstream.simulator.plant_config import OPCUA_NAMESPACE, Endpoint
+from plantstream.simulator.plant_config import Endpoint
 
 STATUS = {
     Quality.GOOD: ua.StatusCodes.Good,

@@ -28,7 +28,8 @@ from waiting import wait_for
 
 from plantstream.connect.kafka import consumer
 from plantstream.contract import Codec, Telemetry
-from plantstream.edge.config import GatewayConfig, Register
+from plantstream.contract.edge_wire import Register
+from plantstream.edge.config import GatewayConfig
 from plantstream.edge.gateway import Gateway
 from plantstream.services.isolated import isolated_settings
 from plantstream.settings import Settings, child_env

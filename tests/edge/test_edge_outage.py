@@ -27,7 +27,7 @@ from edge_peers import (
 )
 
 from plantstream.contract import Quality
-from plantstream.edge.config import Register
+from plantstream.contract.edge_wire import Register
 from plantstream.edge.gaps import gap_report
 from plantstream.services.supervisor import LocalPlatform
 from plantstream.settings import Settings

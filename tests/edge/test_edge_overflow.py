@@ -15,7 +15,8 @@ import pytest
 from edge_peers import GatewayThread, ModbusDevice, read_topic, wait_for
 
 from plantstream.contract import Quality
-from plantstream.edge.config import Register, parse_config
+from plantstream.contract.edge_wire import Register
+from plantstream.edge.config import parse_config
 from plantstream.edge.gaps import gap_report
 from plantstream.settings import Settings
 

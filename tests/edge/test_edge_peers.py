@@ -16,8 +16,9 @@ import pytest
 from edge_peers import GatewayThread, ModbusDevice, MosquittoBroker, MqttPublisher, OpcUaPlant, read_topic, wait_for
 
 from plantstream.contract import Quality
+from plantstream.contract.edge_wire import Register
 from plantstream.edge.buffer import EdgeStore
-from plantstream.edge.config import Register, parse_config
+from plantstream.edge.config import parse_config
 from plantstream.edge.gaps import gap_report
 from plantstream.settings import Settings
 

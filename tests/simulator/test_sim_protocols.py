@@ -21,9 +21,10 @@ from asyncua import Client, ua
 from pymodbus.client import ModbusTcpClient
 from waiting import wait_for
 
+from plantstream.contract.edge_wire import OPCUA_NAMESPACE
 from plantstream.simulator.engine import Snapshot, utc_ms
 from plantstream.simulator.ground_truth import read_ground_truth
-from plantstream.simulator.plant_config import OPCUA_NAMESPACE, FaultConfig, PlantConfig, ScheduledFault
+from plantstream.simulator.plant_config import FaultConfig, PlantConfig, ScheduledFault
 from plantstream.simulator.protocols.modbus_server import _TYPES
 from plantstream.simulator.protocols.mosquitto import MosquittoBroker
 from plantstream.simulator.serve import RunningPlant, serve_in_thread

@@ -43,6 +43,7 @@ from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import TELEMETRY, ensure_topics, message_key
 from plantstream.edge.buffer import EdgeStore, Row
 from plantstream.edge.collectors.base import Backoff, sleep_or_stop
+from plantstream.edge.kafka_scan import NotReadToEndError, scan_keys
 from plantstream.edge.metrics import GatewayMetrics
 from plantstream.settings import Settings
 
@@ -53,11 +54,6 @@ MAX_IN_FLIGHT = 50_000
 RECONCILE_TIMEOUT_S = 60.0
 #: The oldest buffered read time is moved back by this much to find its first possible offset.
 CLOCK_MARGIN_MS = 60_000
-
-
-class _Key(msgspec.Struct):
-    machine_id: str
-    seq: int
 
 
 class Forwarder:
@@ -149,7 +145,7 @@ class Forwarder:
         """Delete buffered rows whose (machine_id, seq) Kafka already holds (runs in a worker thread)."""
         from concurrent.futures import Future
 
-        from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+        from confluent_kafka import OFFSET_END, TopicPartition
 
         def on_db(fn: Callable[..., T], *args: Any) -> T:
             fut: Future[T] = self.db.submit(fn, *args)
@@ -180,27 +176,14 @@ class Forwarder:
             starts = [tp for tp in starts if tp.offset >= 0 and tp.offset != OFFSET_END]
             if not starts:
                 return 0
-            cons.assign(starts)
-            open_parts = {tp.partition for tp in starts}
             found: list[int] = []
-            decoder = msgspec.json.Decoder(_Key)
-            deadline = time.monotonic() + RECONCILE_TIMEOUT_S
-            while open_parts and time.monotonic() < deadline:
-                for msg in cons.consume(10_000, timeout=0.5):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            open_parts.discard(msg.partition())
-                        continue
-                    try:
-                        key = decoder.decode(msg.value())
-                    except msgspec.MsgspecError:
-                        continue
-                    row_id = keys.get((key.machine_id, key.seq))
+            try:
+                for key in scan_keys(cons, self.topic, starts, RECONCILE_TIMEOUT_S):
+                    row_id = None if key is None else keys.get((key.machine_id, key.seq))
                     if row_id is not None:
                         found.append(row_id)
-            if open_parts:
-                log.warning("reconciliation did not reach the end of %s; resending (at-least-once)", open_parts)
+            except NotReadToEndError as exc:
+                log.warning("reconciliation did not reach the end of %s; resending (at-least-once)", exc.partitions)
         finally:
             cons.close()
         return on_db(self.store.delete, found) if found else 0

@@ -22,16 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from plantstream.connect.kafka import consumer
 from plantstream.edge.buffer import EdgeStore
+from plantstream.edge.kafka_scan import scan_keys
 from plantstream.settings import Settings
-
-
-class _Key(msgspec.Struct):
-    machine_id: str
-    seq: int
 
 
 @dataclass
@@ -100,7 +94,7 @@ def gap_report(
     settings: Settings, *, buffer_path: Path, topic: str | None = None, timeout_s: float = 300.0
 ) -> GapReport:
     """Compare the gateway's produced sequence numbers with the telemetry topic."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     t0 = time.monotonic()
     topic = topic or settings.stream.telemetry_topic
@@ -133,36 +127,23 @@ def gap_report(
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise RuntimeError(f"topic {topic} not found in Kafka")
         partitions = sorted(meta.topics[topic].partitions)
-        cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        open_parts = set(partitions)
-        decode = msgspec.json.Decoder(_Key).decode
-        deadline = time.monotonic() + timeout_s
-        while open_parts:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"partitions {sorted(open_parts)} of {topic} not read to the end in {timeout_s} s")
-            for msg in cons.consume(10_000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        open_parts.discard(msg.partition())
-                    continue
-                read += 1
-                try:
-                    key = decode(msg.value())
-                except msgspec.MsgspecError:
-                    continue
-                counts = in_kafka.get(key.machine_id)
-                if counts is None or key.seq >= len(counts):
-                    continue
-                entry = report[key.machine_id]
-                entry.in_kafka += 1
-                if counts[key.seq]:
-                    entry.duplicates += 1
-                counts[key.seq] = min(counts[key.seq] + 1, 255)
-                covered[key.machine_id][key.seq] = 1
-                if key.seq < last.get(key.machine_id, -1):
-                    entry.out_of_order += 1
-                last[key.machine_id] = key.seq
+        starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        for key in scan_keys(cons, topic, starts, timeout_s):
+            read += 1
+            if key is None:
+                continue
+            counts = in_kafka.get(key.machine_id)
+            if counts is None or key.seq >= len(counts):
+                continue
+            entry = report[key.machine_id]
+            entry.in_kafka += 1
+            if counts[key.seq]:
+                entry.duplicates += 1
+            counts[key.seq] = min(counts[key.seq] + 1, 255)
+            covered[key.machine_id][key.seq] = 1
+            if key.seq < last.get(key.machine_id, -1):
+                entry.out_of_order += 1
+            last[key.machine_id] = key.seq
     finally:
         cons.close()
     for machine, flags in covered.items():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
-from plantstream.contract.topics import TELEMETRY, message_key
+from plantstream.contract.topics import message_key
 from plantstream.settings import Settings
 from plantstream.simulator.checkpoint import SimulatorCheckpoint
 from plantstream.simulator.ground_truth import GroundTruthLog
@@ -37,10 +37,14 @@ class DeliveryError(RuntimeError):
 
 def produce_simulated_telemetry(
     settings: Settings,
-    topic: str = TELEMETRY.name,
+    topic: str | None = None,
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> ProduceReport:
-    """Simulate ``settings.simulator.simulated_minutes`` and produce every reading to ``topic``."""
+    """Simulate ``settings.simulator.simulated_minutes`` and produce every reading to ``topic``.
+
+    The default topic is the one the stream reads (``settings.stream.telemetry_topic``).
+    """
+    topic = settings.stream.telemetry_topic if topic is None else topic
     import time
 
     started = time.perf_counter()

@@ -193,29 +193,16 @@ def _run_outage(
     assert all(e.value is None for m in by_machine.values() for e in m if e.quality == Quality.STALE)
 
 
-# Slow tier for now: failed once in ~10 full default runs (passes alone); the local broker
-# sometimes acknowledges without storing after a restart (docs/edge.md) - under investigation.
+# All in the slow tier: the issue asks for >= 60 s outages; the 10 s variants failed once in
+# ~10 full default runs (they pass alone): the local broker sometimes acknowledges without
+# storing after a restart (docs/edge.md) - under investigation.
 @pytest.mark.slow
-def test_kafka_outage_loses_nothing_short(own_platform, tmp_path, mosquitto, free_port) -> None:
+@pytest.mark.parametrize(
+    "outage",
+    [(10, False), (10, True), (65, False), (65, True)],
+    ids=["10s", "10s-gateway-kill9", "65s", "65s-gateway-kill9"],
+)
+def test_kafka_outage_loses_nothing(own_platform, tmp_path, mosquitto, free_port, outage: tuple[int, bool]) -> None:
     settings, platform = own_platform
-    _run_outage(settings, platform, tmp_path, mosquitto, free_port, outage_s=10, kill_gateway=False)
-
-
-# Slow tier for now: failed once in ~10 full default runs (passes alone); the local broker
-# sometimes acknowledges without storing after a restart (docs/edge.md) - under investigation.
-@pytest.mark.slow
-def test_kafka_outage_with_gateway_kill9_short(own_platform, tmp_path, mosquitto, free_port) -> None:
-    settings, platform = own_platform
-    _run_outage(settings, platform, tmp_path, mosquitto, free_port, outage_s=10, kill_gateway=True)
-
-
-@pytest.mark.slow
-def test_kafka_outage_60s_loses_nothing(own_platform, tmp_path, mosquitto, free_port) -> None:
-    settings, platform = own_platform
-    _run_outage(settings, platform, tmp_path, mosquitto, free_port, outage_s=65, kill_gateway=False)
-
-
-@pytest.mark.slow
-def test_kafka_outage_60s_with_gateway_kill9(own_platform, tmp_path, mosquitto, free_port) -> None:
-    settings, platform = own_platform
-    _run_outage(settings, platform, tmp_path, mosquitto, free_port, outage_s=65, kill_gateway=True)
+    outage_s, kill_gateway = outage
+    _run_outage(settings, platform, tmp_path, mosquitto, free_port, outage_s=outage_s, kill_gateway=kill_gateway)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
+from typing import Any
 
 import numpy as np
 
@@ -238,16 +239,23 @@ class PlantSimulator:
         self._seq[key] = seq + 1
         return seq
 
+    def _envelope(self, m: Machine, ts: int, stream: str) -> dict[str, Any]:
+        """Identity, next sequence number of ``stream`` and timestamps, common to every event."""
+        stamped = ts + READ_DELAY_MS
+        return {
+            "site": m.site,
+            "area": m.area,
+            "line": m.line,
+            "machine_id": m.machine_id,
+            "seq": self._seq_next(m.machine_id, stream),
+            "source_ts": ts,
+            "read_ts": stamped,
+            "ingest_ts": stamped,
+        }
+
     def _event(self, m: Machine, ts: int, kind: MachineEventType, state: str, reason: str | None, **attrs: str):
         return MachineEvent(
-            site=m.site,
-            area=m.area,
-            line=m.line,
-            machine_id=m.machine_id,
-            seq=self._seq_next(m.machine_id, "events"),
-            source_ts=ts,
-            read_ts=ts + READ_DELAY_MS,
-            ingest_ts=ts + READ_DELAY_MS,
+            **self._envelope(m, ts, "events"),
             event_type=kind,
             state=state,
             reason=reason or None,
@@ -326,14 +334,7 @@ class PlantSimulator:
             )  # fmt: skip
             parts.append(
                 QualityMetric(
-                    site=m.site,
-                    area=m.area,
-                    line=m.line,
-                    machine_id=m.machine_id,
-                    seq=self._seq_next(m.machine_id, "quality"),
-                    source_ts=ts,
-                    read_ts=ts + READ_DELAY_MS,
-                    ingest_ts=ts + READ_DELAY_MS,
+                    **self._envelope(m, ts, "quality"),
                     part_id=part_id,
                     result=result,
                     product_variant=m.product_quality,
@@ -350,14 +351,7 @@ class PlantSimulator:
             self._next_energy_ms = ts + round(ENERGY_PERIOD_S * 1000)
             energy = [
                 EnergyUsage(
-                    site=m.site,
-                    area=m.area,
-                    line=m.line,
-                    machine_id=m.machine_id,
-                    seq=self._seq_next(m.machine_id, "energy"),
-                    source_ts=ts,
-                    read_ts=ts + READ_DELAY_MS,
-                    ingest_ts=ts + READ_DELAY_MS,
+                    **self._envelope(m, ts, "energy"),
                     power_kw=round(float(physics.power[i]), 4),
                     energy_kwh=round(float(physics.energy_kwh[i]), 4),
                 )

@@ -223,8 +223,11 @@ def _run_peer_recovery(
     assert report.missing == 0 and report.duplicates == 0 and report.out_of_order == 0, report.as_dict()
 
 
+@pytest.mark.parametrize(
+    "down_s", [4, pytest.param(120, marks=pytest.mark.slow, id="two-minutes")], ids=lambda s: f"{s}s"
+)
 def test_peers_down_at_start_then_up_down_and_restarted(
-    platform_settings: Settings, tmp_path: Path, mosquitto: MosquittoBroker, free_port, unique_name
+    platform_settings: Settings, tmp_path: Path, mosquitto: MosquittoBroker, free_port, unique_name, down_s: int
 ) -> None:
     _run_peer_recovery(
         platform_settings=platform_settings,
@@ -232,19 +235,5 @@ def test_peers_down_at_start_then_up_down_and_restarted(
         mosquitto=mosquitto,
         free_port=free_port,
         topic=unique_name("edge-peers"),
-        down_s=4,
-    )
-
-
-@pytest.mark.slow
-def test_peers_down_for_two_minutes(
-    platform_settings: Settings, tmp_path: Path, mosquitto: MosquittoBroker, free_port, unique_name
-) -> None:
-    _run_peer_recovery(
-        platform_settings=platform_settings,
-        tmp_path=tmp_path,
-        mosquitto=mosquitto,
-        free_port=free_port,
-        topic=unique_name("edge-peers"),
-        down_s=120,
+        down_s=down_s,
     )

@@ -69,6 +69,7 @@ class Gateway:
         self._pending_event = asyncio.Event()
         self._last_overflow_log = 0.0
         self.stop_event = asyncio.Event()
+        self._collectors_done = False  # set at shutdown: the writer returns once nothing is pending
         self.metrics_server: MetricsServer | None = None
 
     # -- Sink (called by collectors on the loop thread) ----------------------------------
@@ -105,9 +106,11 @@ class Gateway:
             self._pending_event.clear()
             batch, self._pending = self._pending, []
             if not batch:
-                if self.stop_event.is_set():
+                if self._collectors_done:
                     return
                 continue
+            if self._collectors_done:
+                self._pending_event.set()  # come back for the rest, then return
             items = [Pending(self.identities[r.machine_id], p, r) for p, rs, _ in batch for r in rs]
             result = await loop.run_in_executor(self.db, self.store.append, items)
             for protocol, n in result.stored.items():
@@ -209,6 +212,7 @@ class Gateway:
         finally:
             self.stop_event.set()
             await asyncio.gather(*collectors, return_exceptions=True)
+            self._collectors_done = True
             self._pending_event.set()
             await asyncio.gather(writer, return_exceptions=True)
             self.forwarder.wake.set()

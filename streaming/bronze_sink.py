@@ -45,7 +45,13 @@ log = logging.getLogger(__name__)
 # Commits queued before ``add`` blocks (backpressure).
 WRITER_QUEUE_DEPTH = 2
 
-__all__ = ["BRONZE_TELEMETRY_SCHEMA", "BronzeTelemetrySink", "bronze_app_id", "bronze_telemetry_uri"]
+__all__ = [
+    "BRONZE_TELEMETRY_SCHEMA",
+    "BronzeTelemetrySink",
+    "bronze_app_id",
+    "bronze_telemetry_uri",
+    "ensure_bronze_table",
+]
 
 
 def bronze_telemetry_uri(settings: Settings) -> str:
@@ -68,6 +74,37 @@ def committed_offset(settings: Settings, uri: str, app_id: str) -> int | None:
     except TableNotFoundError:
         return None
     return table.transaction_version(app_id)
+
+
+def ensure_bronze_table(settings: Settings) -> None:
+    """Create the (empty) bronze table unless it exists.
+
+    Members that each created the table with their first commit raced for Delta version
+    0 and the loser's commit failed ("Metadata changed since last commit"), so the
+    runner creates it before the flow starts.  Processes started together elsewhere
+    (one pod each) may still race here: losing that race is fine once the table exists.
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri = bronze_telemetry_uri(settings)
+    storage = delta_storage_options(settings)
+    try:
+        DeltaTable(uri, storage_options=storage)
+        return
+    except TableNotFoundError:
+        pass
+    try:
+        DeltaTable.create(
+            uri,
+            BRONZE_TELEMETRY_SCHEMA,
+            mode="ignore",
+            partition_by=list(BRONZE_PARTITION_COLUMNS),
+            storage_options=storage,
+        )
+    except Exception:
+        DeltaTable(uri, storage_options=storage)  # another process created it: fine; else raise
+        log.info("bronze table %s was created concurrently by another process", uri)
 
 
 _STOP = None
@@ -148,6 +185,9 @@ class _BronzeWriter:
                 if self._error is None:  # after a failure, drain without writing
                     self._commit(table)
             except BaseException as exc:
+                # Logged here as well: the sink re-raises it inside Bytewax, where a panic
+                # during unwinding can abort the process before Python prints anything.
+                log.exception("bronze commit to %s failed", self._uri)
                 self._error = exc
             finally:
                 self._queue.task_done()

@@ -175,7 +175,7 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         try:
             self._client = hotstore_client(self._settings)
         except BaseException as exc:
-            self._error = exc
+            self._fail(exc)
         timeout = self._max_delay_s / 2 if self._coalesce_rows else None
         while True:
             try:
@@ -191,9 +191,15 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                     self._insert(rows, token)
                     self._on_written(rows)
             except BaseException as exc:
-                self._error = exc
+                self._fail(exc)
             finally:
                 self._queue.task_done()
+
+    def _fail(self, exc: BaseException) -> None:
+        # Logged here as well: the sink re-raises it inside Bytewax, where a panic during
+        # unwinding can abort the process before Python prints anything.
+        log.error("hot-store writer for %s failed", self._table, exc_info=exc)
+        self._error = exc
 
     def _write_overdue(self) -> None:
         """Insert pending items that waited ``max_delay_s`` (items arrive too slowly to
@@ -210,7 +216,7 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                             self._insert(rows, token)
                             self._on_written(rows)
             except BaseException as exc:
-                self._error = exc
+                self._fail(exc)
 
     def _raise_error(self) -> None:
         if self._error is not None:

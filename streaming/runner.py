@@ -46,6 +46,7 @@ from plantstream.connect.s3 import ensure_buckets
 from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, TELEMETRY, TopicSpec, ensure_topics
 from plantstream.settings import Settings, child_env, load_settings
 from plantstream.streaming import sink_registry
+from plantstream.streaming.bronze_sink import ensure_bronze_table
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_tables import ensure_hot_tables
 from plantstream.streaming.kafka_source import DRAIN_PROGRESS
@@ -78,6 +79,7 @@ def prepare_telemetry_flow(settings: Settings) -> None:
     ensure_topics(settings, telemetry_topics(settings))
     ensure_hot_tables(settings)
     ensure_buckets(settings, [settings.lake.bucket])
+    ensure_bronze_table(settings)
 
 
 def recovery_dir(settings: Settings) -> Path:

@@ -118,7 +118,9 @@ def crash_and_recover(
                 max(10.0, deadline - time.monotonic()),
                 f"progress of run {run}",
             )
-            assert all(m.poll() is None for m in members), f"a member died on its own; see {log_path}"
+            if any(m.poll() is not None for m in members):
+                tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+                raise AssertionError(f"a member died on its own; end of {log_path}:\n{tail}")
         finally:
             stop_cluster(members)  # SIGKILL to every process group
         done_kills += 1

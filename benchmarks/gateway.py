@@ -7,6 +7,12 @@ offered until Kafka confirmed the last one (``events_out``), so the figure inclu
 durable buffer (fsynced SQLite) and the idempotent producer.  The replay phase fills a
 buffer while Kafka is unreachable, then measures how fast a gateway drains it.
 
+OPC UA servers run in a child process (the gateway would not share a CPU with its PLCs).
+Two OPC UA figures: a burst (every tag changing up to 10 times a second; events/s
+delivered, next to what the server offered) and the tag ceiling - the most tags, each
+changing once a second, that one gateway keeps up with in real time (everything in Kafka
+within ``CATCH_UP_S`` of the last change), found by doubling until a count fails.
+
 Run: ``plantstream bench gateway [--quick] [--json]``.
 """
 
@@ -33,7 +39,7 @@ from plantstream.contract import Quality
 from plantstream.edge.buffer import EdgeStore, Pending
 from plantstream.edge.collectors.base import Reading
 from plantstream.edge.config import GatewayConfig, parse_config
-from plantstream.edge.gateway import BUFFER_FILE, Gateway, edge_dir
+from plantstream.edge.gateway import BUFFER_FILE, Gateway, GatewayInThread, edge_dir
 from plantstream.edge.normalize import Identity
 from plantstream.services.supervisor import ensure_running
 from plantstream.settings import Settings
@@ -75,19 +81,8 @@ class _Loop:
 
 @contextlib.contextmanager
 def _gateway(settings: Settings, config: GatewayConfig, topic: str) -> Iterator[Gateway]:
-    loop = _Loop()
-
-    async def make() -> Gateway:
-        return Gateway(settings, config, topic=topic)
-
-    gw: Gateway = loop.call(make())
-    done = asyncio.run_coroutine_threadsafe(gw.run(), loop.loop)
-    try:
-        yield gw
-    finally:
-        loop.loop.call_soon_threadsafe(gw.stop_event.set)
-        done.result(60)
-        loop.close()
+    with GatewayInThread(settings, config, topic=topic) as running:
+        yield running.gateway
 
 
 def _out(gw: Gateway, protocol: str) -> float:
@@ -151,72 +146,77 @@ def _mqtt(settings: Settings, state: Path, messages: int) -> float:
     return total / seconds
 
 
-def _opcua(settings: Settings, state: Path, tags: int, rounds: int) -> float:
-    from asyncua import Server, ua
+class _TagServer:
+    """An asyncua server in a child process whose ``tags`` Doubles all change every ``period_s``.
 
-    port = _free_port()
-    endpoint = f"opc.tcp://127.0.0.1:{port}/plantstream/"
-    loop = _Loop()
-    nodes: list[Any] = []
-
-    async def start() -> Any:
-        server = Server()
-        await server.init()
-        server.set_endpoint(endpoint)
-        ns = await server.register_namespace("urn:plantstream:plant")
-        folder = await server.nodes.objects.add_folder(ns, "Plant")
-        for part in ("plant-1", "a", "l", "m0"):
-            folder = await folder.add_folder(ns, part)
-        for i in range(tags):
-            nodes.append(await folder.add_variable(ns, f"tag{i:05d}", 0.0))
-        await server.start()
-        return server
-
-    async def write_round(r: int) -> None:
-        when = datetime.now(UTC)
-        for node in nodes:
-            await node.write_value(ua.DataValue(ua.Variant(float(r), ua.VariantType.Double), SourceTimestamp=when))
-
-    server = loop.call(start())
-    config = parse_config(
-        {
-            "machines": [
-                {
-                    "machine_id": "m0",
-                    "area": "a",
-                    "line": "l",
-                    "protocol": "opcua",
-                    "endpoint": endpoint,
-                    "interval_s": 1.0,
-                    "opcua": {"publishing_interval_ms": 100, "browse_interval_s": 30},
-                }
-            ]
-        }
-    )
-    try:
-        with _gateway(_settings(settings, state, "opcua"), config, f"bench-opcua-{port}") as gw:
-            _wait(lambda: len(gw.signals.get("m0", [])) == tags, 120, "opcua subscriptions")
-            _wait(lambda: _out(gw, "opcua") >= tags, 60, "initial values")
-            start_out = _out(gw, "opcua")
-            t0 = time.perf_counter()
-            for r in range(1, rounds + 1):
-                loop.call(write_round(r))
-                time.sleep(0.12)  # > publishing interval: each round is one notification per tag
-            _wait(lambda: _out(gw, "opcua") - start_out >= tags * rounds, 300, "opcua events in Kafka")
-            seconds = time.perf_counter() - t0
-    finally:
-        loop.call(server.stop())
-        loop.close()
-    return tags * rounds / seconds
-
-
-def _serve_changing_tags(port: int, tags: int, period_s: float, rounds: Any, stop: Any) -> None:
-    """Child process: an asyncua server whose ``tags`` Doubles all change every ``period_s``.
-
-    ``rounds`` (a shared int) counts completed update rounds; it stays 0 until the server
-    is listening.  Runs in its own process so the gateway under test has the CPU it
-    would have on its own edge box, not a share of the server's interpreter.
+    A separate process, so the gateway under test has the CPU it would have on its own
+    edge box instead of sharing an interpreter with the server.  Changes start at
+    :meth:`go`; ``rounds`` counts the completed ones (each writes every tag once).
     """
+
+    def __init__(self, tags: int, period_s: float, max_rounds: int = 0) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.tags = tags
+        self.port = _free_port()
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/plantstream/"
+        self._rounds, self._ready, self._go, self._stop = ctx.Value("l", 0), ctx.Event(), ctx.Event(), ctx.Event()
+        kwargs = {
+            "port": self.port,
+            "tags": tags,
+            "period_s": period_s,
+            "max_rounds": max_rounds,
+            "ready": self._ready,
+            "go": self._go,
+            "rounds": self._rounds,
+            "stop": self._stop,
+        }
+        self._process = ctx.Process(target=_serve_changing_tags, kwargs=kwargs, daemon=True)
+        self._process.start()
+        if not self._ready.wait(120):
+            self.close()
+            raise TimeoutError("benchmark: the OPC UA server did not start")
+
+    @property
+    def rounds(self) -> int:
+        return int(self._rounds.value)
+
+    def go(self) -> None:
+        self._go.set()
+
+    def stop_changes(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._go.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def gateway_config(self) -> GatewayConfig:
+        return parse_config(
+            {
+                "machines": [
+                    {
+                        "machine_id": "m0",
+                        "area": "a",
+                        "line": "l",
+                        "protocol": "opcua",
+                        "endpoint": self.endpoint,
+                        "interval_s": 1.0,
+                        "opcua": {"publishing_interval_ms": 100, "browse_interval_s": 600},
+                    }
+                ]
+            }
+        )
+
+
+def _serve_changing_tags(
+    *, port: int, tags: int, period_s: float, max_rounds: int, ready: Any, go: Any, rounds: Any, stop: Any
+) -> None:
+    """The child process of :class:`_TagServer`."""
     from asyncua import Server, ua
 
     async def main() -> None:
@@ -229,22 +229,55 @@ def _serve_changing_tags(port: int, tags: int, period_s: float, rounds: Any, sto
             folder = await folder.add_folder(ns, part)
         nodes = [(await folder.add_variable(ns, f"tag{i:05d}", 0.0)).nodeid for i in range(tags)]
         await server.start()
+        ready.set()
         try:
+            while not go.is_set():
+                await asyncio.sleep(0.02)
             r = 0
             began = time.monotonic()
-            while not stop.is_set():
+            while not stop.is_set() and (max_rounds == 0 or r < max_rounds):
                 r += 1
-                when = datetime.now(UTC)
-                value = ua.DataValue(ua.Variant(float(r), ua.VariantType.Double), SourceTimestamp=when)
+                value = ua.DataValue(ua.Variant(float(r), ua.VariantType.Double), SourceTimestamp=datetime.now(UTC))
                 for node in nodes:
                     await server.write_attribute_value(node, value)
                 with rounds.get_lock():
                     rounds.value = r
                 await asyncio.sleep(max(0.0, began + r * period_s - time.monotonic()))
+            while not stop.is_set():  # keep serving until told to go
+                await asyncio.sleep(0.05)
         finally:
             await server.stop()
 
     asyncio.run(main())
+
+
+def _opcua(settings: Settings, state: Path, tags: int, rounds: int) -> tuple[float, float]:
+    """Burst: every tag changes ``rounds`` times at up to 10 rounds/s.
+
+    Returns (events/s delivered into Kafka, events/s the server offered).  Delivery is
+    timed until it goes quiet: changes the server makes faster than the gateway takes
+    them are coalesced by OPC UA (latest value wins), so not every change is an event.
+    """
+    server = _TagServer(tags, period_s=0.1, max_rounds=rounds)
+    try:
+        topic = f"bench-opcua-{server.port}"
+        with _gateway(_settings(settings, state, "opcua"), server.gateway_config(), topic) as gw:
+            _wait(lambda: len(gw.signals.get("m0", [])) == tags, 300, "opcua subscriptions")
+            _wait(lambda: _out(gw, "opcua") >= tags, 60, "initial values")
+            start_out = _out(gw, "opcua")
+            t0 = time.perf_counter()
+            server.go()
+            _wait(lambda: server.rounds >= rounds, 300, "the server's changes")
+            offered_s = time.perf_counter() - t0
+            last, last_at = _out(gw, "opcua"), time.perf_counter()
+            while time.perf_counter() - last_at < 2.0:  # quiet for 2 s: everything taken is delivered
+                time.sleep(0.05)
+                now = _out(gw, "opcua")
+                if now != last:
+                    last, last_at = now, time.perf_counter()
+    finally:
+        server.close()
+    return (last - start_out) / (last_at - t0), tags * rounds / offered_s
 
 
 def _opcua_tags_sustained(
@@ -272,52 +305,27 @@ def _opcua_ceiling_run(settings: Settings, state: Path, tags: int, seconds: floa
     Sustained: the server kept its pace (>= 0.9 rounds/s) and the gateway had every
     change in Kafka within ``CATCH_UP_S`` of the last one.
     """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    rounds, stop = ctx.Value("l", 0), ctx.Event()
-    server = ctx.Process(target=_serve_changing_tags, args=(port, tags, 1.0, rounds, stop), daemon=True)
-    server.start()
-    config = parse_config(
-        {
-            "machines": [
-                {
-                    "machine_id": "m0",
-                    "area": "a",
-                    "line": "l",
-                    "protocol": "opcua",
-                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plantstream/",
-                    "interval_s": 1.0,
-                    "opcua": {"publishing_interval_ms": 250, "browse_interval_s": 600},
-                }
-            ]
-        }
-    )
+    server = _TagServer(tags, period_s=1.0)
     try:
-        _wait(lambda: rounds.value > 0, 120, "the OPC UA server")
-        with _gateway(_settings(settings, state, f"opcua-ceiling-{tags}"), config, f"bench-ceil-{port}") as gw:
+        topic = f"bench-ceil-{server.port}"
+        with _gateway(_settings(settings, state, f"opcua-ceiling-{tags}"), server.gateway_config(), topic) as gw:
             _wait(lambda: len(gw.signals.get("m0", [])) == tags, 300, "opcua subscriptions")
-            # Steady state: every tag subscribed.  Every round completed after round0 must
-            # reach Kafka (leftovers of round0 itself may also still arrive: at most one round).
-            round0, out0, t0 = rounds.value, _out(gw, "opcua"), time.monotonic()
+            _wait(lambda: _out(gw, "opcua") >= tags, 60, "initial values")
+            out0, t0 = _out(gw, "opcua"), time.monotonic()
+            server.go()
             while time.monotonic() - t0 < seconds:
                 time.sleep(0.05)
-            stop.set()
-            stopped = time.monotonic()
-            last_round = rounds.value
-            target = out0 + (last_round - round0) * tags
+            server.stop_changes()
+            stopped, done_rounds = time.monotonic(), server.rounds
+            target = out0 + done_rounds * tags
             try:
                 _wait(lambda: _out(gw, "opcua") >= target, CATCH_UP_S, "catch-up")
                 catch_up: float | None = time.monotonic() - stopped
             except TimeoutError:
                 catch_up = None
-            server_pace = (last_round - round0) / (stopped - t0)
+            server_pace = done_rounds / (stopped - t0)
     finally:
-        stop.set()
-        server.join(30)
-        if server.is_alive():
-            server.kill()
+        server.close()
     return {
         "tags": tags,
         "server_rounds_per_s": round(server_pace, 2),
@@ -404,16 +412,16 @@ def _replay(settings: Settings, state: Path, events: int) -> float:
 def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
     """Run the benchmark; returns the figures (also written to benchmarks/results/gateway.json)."""
     mqtt_messages = 5_000 if quick else 50_000
-    tags, rounds = (500, 5) if quick else (2_000, 10)
+    tags, rounds = (1_000, 20) if quick else (4_000, 50)
     modbus_units, modbus_s = (8, 3.0) if quick else (20, 10.0)
     replay_events = 50_000 if quick else 500_000
-    ceiling_counts, ceiling_s = ([500, 1_000], 5.0) if quick else ([1_000, 2_000, 4_000, 8_000, 16_000], 10.0)
+    ceiling_counts, ceiling_s = ([500, 1_000], 5.0) if quick else ([2_000, 4_000, 8_000, 16_000, 32_000, 64_000], 10.0)
     with ensure_running(settings, services=["seaweedfs", "tansu"]), tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         with console.status("MQTT -> Kafka"):
             mqtt_rate = _mqtt(settings, state, mqtt_messages)
         with console.status("OPC UA -> Kafka"):
-            opcua_rate = _opcua(settings, state, tags, rounds)
+            opcua_rate, opcua_offered = _opcua(settings, state, tags, rounds)
         with console.status("Modbus -> Kafka"):
             modbus_rate = _modbus(settings, state, modbus_units, modbus_s)
         with console.status("buffer replay -> Kafka"):
@@ -424,6 +432,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
         "mqtt_events_per_s": round(mqtt_rate),
         "mqtt_messages": mqtt_messages,
         "opcua_events_per_s": round(opcua_rate),
+        "opcua_offered_events_per_s": round(opcua_offered),
         "opcua_tags": tags,
         "opcua_rounds": rounds,
         "modbus_events_per_s": round(modbus_rate),

@@ -85,6 +85,11 @@ class Forwarder:
         self.connected = False
         self.delivered_total = 0
 
+    @property
+    def in_flight(self) -> int:
+        """Events handed to the producer whose delivery is not settled yet."""
+        return len(self._in_flight) + len(self._delivered)
+
     async def _run_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.db, fn, *args)
 
@@ -276,20 +281,25 @@ class Forwarder:
             )
             sent = self._produce(prod, rows)
         prod.poll(0)
-        if self._delivered:
-            done, self._delivered = self._delivered, []
-            offsets: dict[tuple[str, int], int] = {}
-            per_protocol: Counter[str] = Counter()
-            for _row_id, topic, partition, offset, protocol in done:
-                if offset is not None and offset >= 0:  # some brokers report no offset after a restart
-                    offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
-                per_protocol[protocol] += 1
-            await self._run_db(self.store.delete, [d[0] for d in done], offsets)
-            for protocol, n in per_protocol.items():
-                self.metrics.events_out.labels(protocol).inc(n)
-            self.delivered_total += len(done)
-            self.metrics.kafka_up.set(1)
+        await self._settle_delivered()
         return sent
+
+    async def _settle_delivered(self) -> None:
+        """Delete delivered rows (with the offsets Kafka gave them) and count them out."""
+        if not self._delivered:
+            return
+        done, self._delivered = self._delivered, []
+        offsets: dict[tuple[str, int], int] = {}
+        per_protocol: Counter[str] = Counter()
+        for _row_id, topic, partition, offset, protocol in done:
+            if offset is not None and offset >= 0:  # some brokers report no offset after a restart
+                offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
+            per_protocol[protocol] += 1
+        await self._run_db(self.store.delete, [d[0] for d in done], offsets)
+        for protocol, n in per_protocol.items():
+            self.metrics.events_out.labels(protocol).inc(n)
+        self.delivered_total += len(done)
+        self.metrics.kafka_up.set(1)
 
     def _produce(self, prod: Any, rows: list[Row]) -> int:
         now = time.time_ns() // 1_000_000
@@ -317,15 +327,6 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: prod.flush(5.0))
         try:
-            await self._pump_delivered_only()
+            await self._settle_delivered()
         finally:
             self._drop_producer()
-
-    async def _pump_delivered_only(self) -> None:
-        if self._delivered:
-            done, self._delivered = self._delivered, []
-            offsets: dict[tuple[str, int], int] = {}
-            for _row_id, topic, partition, offset, _protocol in done:
-                if offset is not None and offset >= 0:
-                    offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
-            await self._run_db(self.store.delete, [d[0] for d in done], offsets)

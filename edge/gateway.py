@@ -18,7 +18,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +236,46 @@ def run_gateway(settings: Settings, config: GatewayConfig | None = None, *, topi
         await gateway.run()
 
     asyncio.run(main())
+
+
+class GatewayInThread:
+    """A gateway on its own event-loop thread in this process.
+
+    For callers that are not asyncio programs and want the gateway's state at hand: the
+    demo (which waits for the buffer to drain), the benchmark and the tests (which read
+    its metrics directly).  ``stop()`` shuts it down as SIGTERM would.
+    """
+
+    def __init__(self, settings: Settings, config: GatewayConfig, *, topic: str | None = None) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
+        self._thread.start()
+
+        async def make() -> Gateway:
+            return Gateway(settings, config, topic=topic)
+
+        self.gateway: Gateway = asyncio.run_coroutine_threadsafe(make(), self._loop).result(30)
+        self._done: Future[None] = asyncio.run_coroutine_threadsafe(self.gateway.run(), self._loop)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.gateway.metrics.value(name, **labels)
+
+    def drained(self) -> bool:
+        """Nothing buffered and nothing in flight: everything collected so far is in Kafka."""
+        return self.gateway.store.events == 0 and not self.gateway.forwarder.in_flight
+
+    def stop(self, timeout: float = 60.0) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.gateway.stop_event.set)
+            self._done.result(timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def __enter__(self) -> GatewayInThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,5 +72,31 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[..., str]:
         room = 63 - len(prefix) - len(suffix) - 2
         name = f"{prefix}-{slug[:room].strip('-')}-{suffix}"
         return name.replace("-", sep)
+
+    return make
+
+
+@pytest.fixture
+def stream_settings(
+    platform_settings: Settings, unique_name: Callable[..., str], tmp_path: Path
+) -> Callable[..., Settings]:
+    """``stream_settings(**stream_overrides)``: the session platform with private topics,
+    hot-store database, lake prefix and state dir (recovery, gateway buffer) for this test."""
+
+    def make(**stream: object) -> Settings:
+        base = unique_name("tel", sep="_")
+        topics = {
+            "telemetry_topic": f"{base}.telemetry",
+            "dead_letter_topic": f"{base}.deadletter",
+            "late_topic": f"{base}.late",
+        }
+        return platform_settings.model_copy(
+            update={
+                "state_dir": tmp_path / "state",
+                "stream": platform_settings.stream.model_copy(update={**topics, **stream}),
+                "hotstore": platform_settings.hotstore.model_copy(update={"database": base}),
+                "lake": platform_settings.lake.model_copy(update={"prefix": f"test/{base}"}),
+            }
+        )
 
     return make

@@ -29,13 +29,12 @@ from waiting import wait_for
 from plantstream.connect.kafka import consumer
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.edge_wire import Register
-from plantstream.edge.config import GatewayConfig
-from plantstream.edge.gateway import Gateway
+from plantstream.edge.gateway import GatewayInThread as GatewayThread
 from plantstream.services.isolated import isolated_settings
 from plantstream.settings import Settings, child_env
 from plantstream.simulator.protocols.mosquitto import MosquittoBroker
 
-__all__ = ["MosquittoBroker", "isolated_settings", "wait_for"]  # re-exported for the test modules
+__all__ = ["GatewayThread", "MosquittoBroker", "isolated_settings", "wait_for"]  # re-exported for the test modules
 
 T = TypeVar("T")
 
@@ -227,27 +226,6 @@ async def _child_folder(parent: Any, ns: int, name: str) -> Any:
 
 
 # -- the gateway -----------------------------------------------------------------------
-
-
-class GatewayThread:
-    """The gateway in this process (its own loop thread), so tests can read its metrics directly."""
-
-    def __init__(self, settings: Settings, config: GatewayConfig, topic: str) -> None:
-        self.loop = LoopThread("gateway")
-        self.gateway: Gateway = self.loop.call(self._make(settings, config, topic))
-        self._done: Future[None] = asyncio.run_coroutine_threadsafe(self.gateway.run(), self.loop.loop)
-
-    @staticmethod
-    async def _make(settings: Settings, config: GatewayConfig, topic: str) -> Gateway:
-        return Gateway(settings, config, topic=topic)
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.gateway.metrics.value(name, **labels)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.loop.loop.call_soon_threadsafe(self.gateway.stop_event.set)
-        self._done.result(timeout)
-        self.loop.close()
 
 
 class GatewayProcess:

@@ -38,7 +38,7 @@ def test_mqtt_values_types_timestamps_and_quality_reach_kafka(
     topic = unique_name("edge-mqtt")
     settings = platform_settings.model_copy(update={"state_dir": tmp_path / "state"})
     config = parse_config(_config(mosquitto.port, ["press-001"]))
-    gateway = GatewayThread(settings, config, topic)
+    gateway = GatewayThread(settings, config, topic=topic)
     pub = MqttPublisher(mosquitto.port, "machine-press-001")
     base = int(time.time() * 1000) - 5_000
     mqtt_topic = "plantstream/v1/plant-t/machining/line-1/press-001/telemetry"

@@ -55,7 +55,7 @@ def test_overflow_is_counted_logged_and_visible_as_gaps(
         }
     )
     try:
-        gw = GatewayThread(offline, config, topic)
+        gw = GatewayThread(offline, config, topic=topic)
         try:
             wait_for(lambda: gw.metric("plantstream_edge_buffer_dropped_total", policy=policy) >= 150, 30, "overflow")
             assert gw.gateway.store.events <= 100
@@ -78,7 +78,7 @@ def test_overflow_is_counted_logged_and_visible_as_gaps(
         victim = kept[len(kept) // 2]
         db.execute("DELETE FROM events WHERE seq = ?", (victim,))
     online = offline.model_copy(update={"kafka": platform_settings.kafka})
-    gw = GatewayThread(online, parse_config({"machines": []}), topic)  # forward what is left, collect nothing
+    gw = GatewayThread(online, parse_config({"machines": []}), topic=topic)  # forward what is left, collect nothing
     try:
         wait_for(lambda: gw.gateway.store.events == 0, 30, "buffer forwarded")
     finally:

@@ -93,7 +93,7 @@ def _run_peer_recovery(
             ],
         }
     )
-    gw = GatewayThread(settings, config, topic)
+    gw = GatewayThread(settings, config, topic=topic)
     g = gw.gateway
     pub = MqttPublisher(mosquitto.port, "belt-001")
     belt_topic = f"plantstream/v1/{SITE}/machining/line-1/belt-001/telemetry"

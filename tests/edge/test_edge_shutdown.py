@@ -48,7 +48,7 @@ def test_a_busy_gateway_stops_promptly_and_keeps_every_reading(
     )
     settings = platform_settings.model_copy(update={"state_dir": tmp_path / "gw"})
     try:
-        gw = GatewayThread(settings, config, topic)
+        gw = GatewayThread(settings, config, topic=topic)
         wait_for(lambda: gw.metric("plantstream_edge_events_out_total", protocol="modbus") >= 2_000, 60, "traffic")
         started = time.monotonic()
         gw.stop(timeout=30)

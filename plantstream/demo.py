@@ -1,6 +1,14 @@
 """The main job on embedded defaults: plant -> Kafka -> dataflow -> hot store + bronze -> silver.
 
-Used by ``plantstream demo`` and by the end-to-end test.  Counts are measured before
+Two sources put the plant's telemetry into Kafka:
+
+* ``edge`` (the default): the shipped plant live over OPC UA, MQTT and Modbus, collected
+  by the edge gateway (:mod:`plantstream.live_plant`); its gap report must show nothing
+  missing.
+* ``direct``: the load generator produces a simulated hour straight to Kafka (volume,
+  faster than real time; :mod:`plantstream.simulator.kafka_producer`).
+
+Used by ``plantstream demo`` and by the end-to-end tests.  Counts are measured before
 and after, so a run reports what *it* added and consecutive runs add up.
 """
 
@@ -8,11 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from plantstream.settings import Settings
 
 Progress = Callable[[str, int | None, int | None], None]  # (step, done, total)
+Source = Literal["edge", "direct"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,17 @@ class DemoResult:
     platform_started_by_demo: bool
     platform_start_s: float
     wall_s: float
+    source: Source = "edge"
+    events_by_protocol: dict[str, int] = field(default_factory=dict)
+    gaps_missing: int = 0  # edge source: sequence numbers the gateway produced that never reached Kafka
 
     @property
     def counts_agree(self) -> bool:
-        """Every produced reading is in Kafka, the hot store, bronze and silver exactly once."""
+        """Every produced reading is in Kafka, the hot store, bronze and silver exactly once
+        (and, from the edge, the gateway's gap report shows nothing missing)."""
         return (
             self.events_produced == self.kafka_events_consumed == self.hot_rows == self.bronze_rows == self.silver_rows
+            and self.gaps_missing == 0
         )
 
     def summary(self) -> dict[str, int | float]:
@@ -59,6 +74,9 @@ class DemoResult:
             "dead_letters": self.dead_letters,
             "late_events": self.late_events,
             "counts_agree": self.counts_agree,
+            "source": self.source,
+            "events_by_protocol": self.events_by_protocol,
+            "gaps_missing": self.gaps_missing,
             "totals": asdict(self.totals),
         }
 
@@ -94,10 +112,33 @@ def materialize_lakehouse(settings: Settings) -> None:
         raise RuntimeError("materialising the lakehouse assets failed")
 
 
-def run_demo(settings: Settings, progress: Progress = lambda _s, _d, _t: None) -> DemoResult:
+@dataclass(frozen=True)
+class _Produced:
+    events: int
+    machines: int
+    by_protocol: dict[str, int]
+    gaps_missing: int
+
+
+def _produce(settings: Settings, source: Source, progress: Progress) -> _Produced:
+    if source == "edge":
+        from plantstream.live_plant import run_live_plant
+
+        live = run_live_plant(
+            settings, seconds=settings.simulator.live_seconds, on_progress=lambda d, t: progress("live", d, t)
+        )
+        return _Produced(live.events, live.machines, live.by_protocol, live.gaps_missing)
+    from plantstream.simulator.kafka_producer import produce_simulated_telemetry
+
+    direct = produce_simulated_telemetry(settings, on_progress=lambda d, t: progress("produce", d, t))
+    return _Produced(direct.events, direct.machines, {}, 0)
+
+
+def run_demo(
+    settings: Settings, progress: Progress = lambda _s, _d, _t: None, *, source: Source = "edge"
+) -> DemoResult:
     from plantstream.contract.topics import ensure_topics
     from plantstream.services.supervisor import CORE_SERVICES, ensure_running
-    from plantstream.simulator.kafka_producer import produce_simulated_telemetry
     from plantstream.streaming.hot_tables import ensure_hot_tables
     from plantstream.streaming.runner import run_telemetry_flow
 
@@ -109,7 +150,7 @@ def run_demo(settings: Settings, progress: Progress = lambda _s, _d, _t: None) -
         ensure_topics(settings)
         ensure_hot_tables(settings)
         before = measure_counts(settings)
-        produced = produce_simulated_telemetry(settings, on_progress=lambda d, t: progress("produce", d, t))
+        produced = _produce(settings, source, progress)
         progress("stream", None, None)
         stats = run_telemetry_flow(settings, stop_at_end=True)
         progress("lakehouse", None, None)
@@ -130,4 +171,7 @@ def run_demo(settings: Settings, progress: Progress = lambda _s, _d, _t: None) -
         platform_started_by_demo=started_by_demo,
         platform_start_s=platform_start_s,
         wall_s=time.perf_counter() - started,
+        source=source,
+        events_by_protocol=produced.by_protocol,
+        gaps_missing=produced.gaps_missing,
     )

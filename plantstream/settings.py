@@ -131,10 +131,15 @@ class StreamSettings(_Section):
 
 
 class SimulatorSettings(_Section):
+    # The direct load generator (``plantstream simulate kafka``, ``demo --source direct``):
+    # ``machines`` machines sampled every ``sample_period_s``, ``simulated_minutes`` per run.
     seed: int = 42
     machines: int = Field(24, ge=1, le=10_000)
     sample_period_s: float = Field(1.0, gt=0)
     simulated_minutes: float = Field(60.0, gt=0)
+    # The live plant (``demo``'s default source): wall seconds the plant file's plant runs
+    # over OPC UA / MQTT / Modbus through the edge gateway.
+    live_seconds: float = Field(30.0, gt=0, le=86_400)
 
 
 class EdgeSettings(_Section):

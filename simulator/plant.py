@@ -66,7 +66,12 @@ class Machine:
 
 
 def default_plant(machines: int, site: str) -> list[Machine]:
-    """A deterministic plant of ``machines`` machines: lines of four (mill, press, robot, conveyor)."""
+    """The load generator's plant: ``machines`` machines in lines of four (mill, press, robot, conveyor).
+
+    Ids start with ``load-`` so they never collide with the plant file's machines, which
+    reach Kafka through the gateway with sequence numbers of the gateway's own: the
+    sinks deduplicate on ``(machine_id, seq)``, so one machine must have one numbering.
+    """
     order = (MachineType.CNC_MILL, MachineType.PRESS, MachineType.ROBOT_CELL, MachineType.CONVEYOR)
     variants = ("L", "L", "L", "M", "M", "H")  # AI4I: 50 % L, 30 % M, 20 % H (roughly)
     plant = []
@@ -75,7 +80,7 @@ def default_plant(machines: int, site: str) -> list[Machine]:
         kind = order[slot]
         plant.append(
             Machine(
-                machine_id=f"{kind.value.replace('_', '-')}-{index + 1:03d}",
+                machine_id=f"load-{kind.value.replace('_', '-')}-{index + 1:03d}",
                 machine_type=kind,
                 site=site,
                 area="machining" if line_no % 2 == 0 else "assembly",

@@ -83,7 +83,13 @@ def prepare_telemetry_flow(settings: Settings) -> None:
 
 
 def recovery_dir(settings: Settings) -> Path:
-    return settings.recovery_dir / FLOW_NAME
+    """The flow's Bytewax recovery partitions, one directory per input topic.
+
+    Recovery state is keyed by Kafka partition number: the offsets and windows kept for
+    one topic's partition 3 must never be resumed against another topic's partition 3.
+    """
+    topic = settings.stream.telemetry_topic
+    return settings.recovery_dir / FLOW_NAME / "".join(c if c.isalnum() or c in "._-" else "_" for c in topic)
 
 
 def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> Path:
@@ -124,6 +130,10 @@ def run_telemetry_flow(settings: Settings, *, stop_at_end: bool) -> FlowStats:
         run_main(flow, epoch_interval=interval, recovery_config=_recovery_config(settings))
     finally:
         gc.unfreeze()  # this process may go on (tests, the demo): collect as usual again
+        # Drop the run's sink partitions: their Kafka producers would otherwise live on
+        # and keep reconnecting (and logging) after the platform stops.
+        sink_registry.clear()
+        gc.collect()
     log.info("telemetry flow finished", extra={"event": "flow_end", **stats.as_dict()})
     return stats
 

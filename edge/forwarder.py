@@ -80,6 +80,7 @@ class Forwarder:
         self._delivered: list[tuple[int, str, int, int | None, str]] = []  # id, topic, partition, offset, protocol
         self._progress_at = time.monotonic()
         self._fatal = False
+        self._broker_lost = False
         self._unverified: set[int] = set()
         self._verify_all = False
         self.connected = False
@@ -103,6 +104,8 @@ class Forwarder:
             log.warning("Kafka: %s", err)
             if "ALL_BROKERS_DOWN" in err.name() or "TRANSPORT" in err.name():
                 self.metrics.kafka_up.set(0)
+            if "ALL_BROKERS_DOWN" in err.name():
+                self._broker_lost = True
 
     def _on_delivery(self, row_id: int, protocol: str, generation: int, err: Any, msg: Any) -> None:
         if err is None:
@@ -142,6 +145,7 @@ class Forwarder:
         self._in_flight.clear()
         self._unverified.clear()
         self._fatal = False
+        self._broker_lost = False
         self._progress_at = time.monotonic()
         self.connected = True
         self.metrics.kafka_up.set(1)
@@ -235,6 +239,19 @@ class Forwarder:
                 sent = await self._pump()
             except Exception:
                 log.exception("forwarder step failed; recreating the producer")
+                self._drop_producer()
+                continue
+            if self._broker_lost:
+                # A broker that comes back may have lost what it acknowledged last, yet still
+                # remember this producer's sequence numbers (it then answers DUPLICATE_SEQUENCE
+                # for writes it does not have, and resends land after later events).  A fresh
+                # producer reconciles first: what Kafka holds is deleted, the rest resent in order.
+                log.warning(
+                    "all Kafka brokers down with %d events in flight; a fresh producer will reconcile "
+                    "and resend them when Kafka is back",
+                    len(self._in_flight),
+                )
+                self.metrics.producer_recreated.inc()
                 self._drop_producer()
                 continue
             if self._unverified and not self._in_flight:

@@ -13,9 +13,9 @@ beside :func:`add_raw_sinks` and :func:`add_windows` without copying any of it.
 
 Long-running mode with the Bytewax CLI (settings from ``PLANTSTREAM_*`` variables)::
 
-    python -m bytewax.recovery .state/recovery/telemetry 1      # once
+    python -m bytewax.recovery .state/recovery/telemetry/factory.machine.telemetry 1      # once
     python -m bytewax.run "plantstream.streaming.telemetry_flow:flow_from_env()" \\
-        -r .state/recovery/telemetry -s 5 -b 30
+        -r .state/recovery/telemetry/factory.machine.telemetry -s 5 -b 30
 """
 
 from __future__ import annotations

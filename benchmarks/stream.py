@@ -25,6 +25,7 @@ Run: ``plantstream bench stream [--quick] [--json]``.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import time
@@ -86,10 +87,10 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
         bare_s = _bare_consumer(settings, topic, events)
     console.log(f"bare consumer: {events / bare_s:,.0f} events/s")
 
-    one = _plantstream(settings, processes=1, tmp=tmp, events=events)
-    console.log(f"PlantStream, 1 process: {events / one:,.0f} events/s (verified)")
-    two = _plantstream(settings, processes=2, tmp=tmp, events=events)
-    console.log(f"PlantStream, 2 processes: {events / two:,.0f} events/s (verified)")
+    one, cores_one = _plantstream(settings, processes=1, tmp=tmp, events=events)
+    console.log(f"PlantStream, 1 process: {events / one:,.0f} events/s (verified), {cores_one:.2f} cores busy")
+    two, cores_two = _plantstream(settings, processes=2, tmp=tmp, events=events)
+    console.log(f"PlantStream, 2 processes: {events / two:,.0f} events/s (verified), {cores_two:.2f} cores busy")
 
     with console.status(f"Quix Streams on the first {quix_prefix:,} events"):
         quix_events, quix_s = _quix(settings, topic, quix_prefix, tmp)
@@ -110,6 +111,9 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
         "plantstream_seconds": round(one, 2),
         "plantstream_2workers_seconds": round(two, 2),
         "produce_events_per_s": round(events / produce_s),
+        "cpu_cores": os.cpu_count(),
+        "plantstream_cores_busy": round(cores_one, 2),
+        "plantstream_2workers_cores_busy": round(cores_two, 2),
     }
     figures["ratio_plantstream_to_bare"] = round(plantstream / figures["bare_consumer_events_per_s"], 3)
     figures["ratio_plantstream_to_quix"] = round(plantstream / max(1, figures["quix_events_per_s"]), 1)
@@ -198,8 +202,27 @@ def _bare_consumer(settings: Settings, topic: str, events: int) -> float:
 
 
 # -- PlantStream ------------------------------------------------------------------------
-def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) -> float:
-    """Seconds for a drain run of the full flow with ``processes`` processes; verified."""
+def _child_cpu_s() -> float:
+    """CPU seconds used so far by this process's live children (the platform's services)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == me:  # ppid
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / ticks
+
+
+def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) -> tuple[float, float]:
+    """Seconds for a drain run of the full flow with ``processes`` processes (verified), and
+    the CPU cores busy meanwhile: the members' and the platform services' CPU time over
+    the run's wall time (members' imports included, so slightly high)."""
     from plantstream.streaming.runner import run_cluster_timed
 
     name = f"bench_p{processes}_{uuid.uuid4().hex[:6]}"
@@ -213,11 +236,15 @@ def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) 
             "lake": settings.lake.model_copy(update={"prefix": f"bench/{name}"}),
         }
     )
+    services0, members0, wall0 = _child_cpu_s(), os.times(), time.monotonic()
     result = run_cluster_timed(
         run_settings, processes=processes, stop_at_end=True, timeout_s=RUN_TIMEOUT_S, log_path=tmp / f"{name}.log"
     )
+    services1, members1, wall1 = _child_cpu_s(), os.times(), time.monotonic()
+    members_cpu = members1.children_user + members1.children_system - members0.children_user - members0.children_system
+    cores = (members_cpu + services1 - services0) / (wall1 - wall0)
     _verify(run_settings, result.stats.as_dict(), events)
-    return result.finished_at - result.started_at
+    return result.finished_at - result.started_at, cores
 
 
 def _verify(settings: Settings, stats: dict[str, int], events: int) -> None:
@@ -338,6 +365,8 @@ def _print_table(console: Console, f: dict[str, Any]) -> None:
         table.add_row(label, f"{rate:,}", f"{rate / bare:.3f}", f"{rate / max(1, f['quix_events_per_s']):.1f}")
     console.print(table)
     console.print(
-        f"2 processes ÷ 1 process: {f['ratio_2workers_to_1']:.2f}; "
+        f"2 processes ÷ 1 process: {f['ratio_2workers_to_1']:.2f} "
+        f"(cores busy, flow + platform services: {f['plantstream_cores_busy']:.2f} with 1 process, "
+        f"{f['plantstream_2workers_cores_busy']:.2f} with 2, of {f['cpu_cores']}); "
         f"Quix capped at {f['quix_events_measured']:,} events / {f['quix_time_limit_s']:.0f} s"
     )

@@ -120,7 +120,7 @@ class StreamSettings(_Section):
     idle_key_expiry_seconds: int = Field(3_600, ge=1)
     bronze_flush_rows: int = Field(200_000, ge=1)
     bronze_flush_seconds: float = Field(10.0, gt=0)
-    snapshot_interval_seconds: float = Field(5.0, gt=0)
+    snapshot_interval_seconds: float = Field(30.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
     # Topic names the telemetry dataflow reads and writes.  Defaults equal the contract's
     # catalogue (plantstream.contract.topics; tests/streaming checks they agree); tests

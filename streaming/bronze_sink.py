@@ -286,6 +286,9 @@ class BronzeTelemetrySink(FixedPartitionedSink[DecodedBatch, pa.Table | None]):
         self._stats = stats
         self._flow = flow
         self._writer: _BronzeWriter | None = None
+        # ``write_deltalake`` imports pandas on its first call (~0.2 s holding the import
+        # lock and the GIL): pay that while the flow is built, not in the middle of a run.
+        import pandas  # noqa: F401
 
     def list_parts(self) -> list[str]:
         return self._parts

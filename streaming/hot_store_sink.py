@@ -25,6 +25,7 @@ last snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -103,6 +104,9 @@ WRITER_QUEUE_DEPTH = 4
 # may wait for more before they go in anyway.
 RAW_INSERT_ROWS = 100_000
 RAW_INSERT_MAX_DELAY_S = 1.0
+# The same for window aggregates (a minute's windows of a few hundred machines fit in one).
+WINDOW_INSERT_ROWS = 50_000
+WINDOW_INSERT_MAX_DELAY_S = 1.0
 _STOP = None
 
 
@@ -333,8 +337,12 @@ def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
 
 
 class HotWindowSink(_PartitionedByKafka, FixedPartitionedSink[ClosedWindows, None]):
-    """Window aggregates into ``telemetry_windows``: one insert per emitted window, token
-    :attr:`ClosedWindows.dedup_token`.  Effectively-once in ``FINAL``; a final emission
+    """Window aggregates into ``telemetry_windows``.  Emissions are coalesced (up to
+    ``WINDOW_INSERT_ROWS`` rows or ``WINDOW_INSERT_MAX_DELAY_S``, and always at a
+    snapshot) into one insert whose token hashes the emissions'
+    :attr:`ClosedWindows.dedup_token` values: one insert per window emission cost the local
+    server ~17 ms of CPU each (~1.2 s per 500k events, a quarter of the whole run), one
+    insert of the same rows ~0.04 s.  Effectively-once in ``FINAL``; a final emission
     replaces a provisional one (``ReplacingMergeTree(version)``)."""
 
     def __init__(self, settings: Settings, partitions: list[int], *, stats: FlowStats | None, flow: str) -> None:
@@ -352,11 +360,32 @@ class HotWindowSink(_PartitionedByKafka, FixedPartitionedSink[ClosedWindows, Non
             if stats is not None:
                 stats.add(windows_written=rows.num_rows)
 
-        return _HotStorePartition(self._settings, TELEMETRY_WINDOWS_TABLE, _window_inserts, on_written=written)
+        return _HotStorePartition(
+            self._settings,
+            TELEMETRY_WINDOWS_TABLE,
+            _window_inserts,
+            on_written=written,
+            rows_of=_emission_rows,
+            coalesce_rows=WINDOW_INSERT_ROWS,
+            max_delay_s=WINDOW_INSERT_MAX_DELAY_S,
+        )
+
+
+def _emission_rows(closed: ClosedWindows) -> int:
+    return closed.aggregates.num_rows
 
 
 def _window_inserts(emissions: list[ClosedWindows]) -> list[tuple[pa.Table, str]]:
-    return [(window_rows(c), c.dedup_token) for c in emissions if c.aggregates.num_rows]
+    """One insert for the emissions of one call, tokened by all of theirs (deterministic:
+    a replay that cuts the emissions the same way is dropped by the token; one that cuts
+    them differently is collapsed by the engine's version)."""
+    emissions = [c for c in emissions if c.aggregates.num_rows]
+    if not emissions:
+        return []
+    rows = [window_rows(c) for c in emissions]
+    table = pa.concat_tables(rows) if len(rows) > 1 else rows[0]
+    digest = hashlib.sha256("\n".join(c.dedup_token for c in emissions).encode()).hexdigest()
+    return [(table, f"windows:{len(emissions)}:{digest}")]
 
 
 __all__ = ["WINDOW_AGGREGATE_SCHEMA", "HotRawSink", "HotWindowSink", "raw_rows", "window_rows"]

@@ -132,7 +132,7 @@ class TelemetryDecoder:
         if not events:
             return BRONZE_TELEMETRY_SCHEMA.empty_table()
         astuple = msgspec.structs.astuple
-        transposed = list(zip(*[astuple(e) for e in events], strict=True))
+        transposed = list(zip(*map(astuple, events), strict=True))
         arrays: dict[str, pa.Array] = {}
         for name, column in zip(TELEMETRY_FIELDS, transposed, strict=True):
             arrays[name] = pa.array(column, BRONZE_TELEMETRY_SCHEMA.field(name).type)

@@ -397,11 +397,16 @@ class PlantSimulator:
         return out
 
 
-def snapshot_telemetry(snapshot: Snapshot, take_seq, read_delay_ms: int = READ_DELAY_MS) -> list[Telemetry]:
+def snapshot_telemetry(
+    snapshot: Snapshot, take_seq, read_delay_ms: int = READ_DELAY_MS, *, ingest_ts: int | None = None
+) -> list[Telemetry]:
     """Contract telemetry for every online machine of a snapshot (the kafka-direct view).
 
-    ``take_seq(machine_id) -> int`` numbers readings (e.g. a :class:`.checkpoint.SimulatorCheckpoint`).
+    ``take_seq(machine_id) -> int`` numbers readings (e.g. a :class:`.checkpoint.SimulatorCheckpoint`);
+    ``ingest_ts`` defaults to the read time (pass the wall clock when producing to Kafka).
     """
+    read_ts = snapshot.ts + read_delay_ms
+    ingest = read_ts if ingest_ts is None else ingest_ts
     out = []
     for r in snapshot.readings:
         if not r.online:
@@ -416,8 +421,8 @@ def snapshot_telemetry(snapshot: Snapshot, take_seq, read_delay_ms: int = READ_D
                     machine_id=m.machine_id,
                     seq=take_seq(m.machine_id),
                     source_ts=r.source_ts,
-                    read_ts=snapshot.ts + read_delay_ms,
-                    ingest_ts=snapshot.ts + read_delay_ms,
+                    read_ts=read_ts,
+                    ingest_ts=ingest,
                     signal=signal,
                     value=value,
                     unit=SIGNALS[signal].unit,

@@ -13,17 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from plantstream.contract import Quality, Telemetry
-from plantstream.contract.signals import SIGNALS
+from plantstream.contract import Telemetry
 from plantstream.settings import Settings
 from plantstream.simulator.checkpoint import SimulatorCheckpoint
-from plantstream.simulator.ground_truth import GroundTruthEntry, GroundTruthLog
-from plantstream.simulator.physics import PlantPhysics
+from plantstream.simulator.engine import PlantSimulator, snapshot_telemetry
+from plantstream.simulator.ground_truth import GroundTruthLog
 from plantstream.simulator.plant import Machine, default_plant
-
-READ_DELAY_MS = 5  # the gateway reads a value a few ms after the device stamped it
+from plantstream.simulator.plant_config import plant_from_machines
 
 
 @dataclass(frozen=True)
@@ -65,40 +61,25 @@ def generate_telemetry(
     ground_truth: GroundTruthLog,
     on_step: Callable[[int], None] = lambda _step: None,
 ) -> Iterator[Telemetry]:
-    """Yield every reading of the run in time order (one event per machine and signal)."""
-    rng = np.random.default_rng(settings.simulator.seed + sum(checkpoint.peek().values()))
-    physics = PlantPhysics([m.product_quality for m in run.machines], rng)
-    units = {name: spec.unit for name, spec in SIGNALS.items()}
-    dt_s = run.period_ms / 1000
+    """Yield every reading of the run in time order (one event per machine and signal).
+
+    The plant is stepped by the same engine that serves the protocols
+    (:class:`.engine.PlantSimulator`: AI4I physics, states, ground truth), with random
+    faults off so every step yields every signal of every machine.  ``ingest_ts`` is
+    the wall clock: this path is the platform's entry point, like the gateway.
+    """
+    sim = settings.simulator
+    plant = plant_from_machines(run.machines, seed=sim.seed, sample_period_s=run.period_ms / 1000)
+    # Each run draws fresh randomness (the seed moves on with the sequence numbers), so
+    # consecutive runs continue the plant instead of repeating it.
+    engine = PlantSimulator(
+        plant,
+        run.start_ms - run.period_ms,  # the engine stamps a step at the end of its period
+        ground_truth,
+        seed=sim.seed + sum(checkpoint.peek().values()),
+        faults=False,
+    )
     for step in range(run.steps):
-        ts = run.start_ms + step * run.period_ms
-        for failure in physics.step(dt_s):
-            ground_truth.write(
-                GroundTruthEntry(
-                    ts=ts,
-                    machine_id=run.machines[failure.machine_index].machine_id,
-                    kind="failure",
-                    mode=failure.mode,
-                    duration_s=failure.repair_s,
-                    detail=failure.detail,
-                )
-            )
-        values = physics.signal_values()
-        ingest_ts = int(time.time() * 1000)
-        for index, machine in enumerate(run.machines):
-            for signal in machine.signals:
-                yield Telemetry(
-                    site=machine.site,
-                    area=machine.area,
-                    line=machine.line,
-                    machine_id=machine.machine_id,
-                    seq=checkpoint.take(machine.machine_id),
-                    source_ts=ts,
-                    read_ts=ts + READ_DELAY_MS,
-                    ingest_ts=ingest_ts,
-                    signal=signal,
-                    value=round(float(values[signal][index]), 4),
-                    unit=units[signal],
-                    quality=Quality.GOOD,
-                )
+        snapshot = engine.step()
+        yield from snapshot_telemetry(snapshot, checkpoint.take, ingest_ts=int(time.time() * 1000))
         on_step(step)

@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 PROTOCOL = "opcua"
 
 
+class _PublishOnClosedConnection(logging.Filter):
+    """Drops asyncua's traceback for a publish attempt on a connection that is gone.
+
+    When a server goes away, asyncua logs "Publish iteration crashed" with a full
+    traceback about once a second until the session is torn down; the collector already
+    reports the loss (one line), marks the machine stale and reconnects.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, ConnectionError) and record.getMessage().startswith("Publish iteration crashed"))
+
+
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_PublishOnClosedConnection())
+
+
 def quality_of(status: ua.StatusCode | None) -> Quality:
     """StatusCode severity (top two bits): 00 good, 01 uncertain, 10/11 bad."""
     if status is None:

@@ -84,6 +84,7 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
     console.log(f"pre-loaded {events:,} events into {topic} in {produce_s:.1f}s")
 
     with console.status("bare consumer"):
+        _wait_until_platform_idle()
         bare_s = _bare_consumer(settings, topic, events)
     console.log(f"bare consumer: {events / bare_s:,.0f} events/s")
 
@@ -219,6 +220,19 @@ def _child_cpu_s() -> float:
     return total / ticks
 
 
+def _wait_until_platform_idle(timeout_s: float = 120.0) -> None:
+    """Wait until the platform's services use < 10 % of a core (the hot store merges the
+    previous run's parts for a while): every run starts from the same quiet platform."""
+    deadline = time.monotonic() + timeout_s
+    before = _child_cpu_s()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _child_cpu_s()
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) -> tuple[float, float]:
     """Seconds for a drain run of the full flow with ``processes`` processes (verified), and
     the CPU cores busy meanwhile: the members' and the platform services' CPU time over
@@ -236,6 +250,7 @@ def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) 
             "lake": settings.lake.model_copy(update={"prefix": f"bench/{name}"}),
         }
     )
+    _wait_until_platform_idle()
     services0, members0, wall0 = _child_cpu_s(), os.times(), time.monotonic()
     result = run_cluster_timed(
         run_settings, processes=processes, stop_at_end=True, timeout_s=RUN_TIMEOUT_S, log_path=tmp / f"{name}.log"

@@ -20,8 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from plantstream.settings import Settings
+
+if TYPE_CHECKING:
+    from plantstream.simulator.engine import Snapshot
 
 #: How long the gateway may take to forward what it collected once the plant stopped.
 DRAIN_TIMEOUT_S = 120.0
@@ -45,11 +49,17 @@ class LivePlantError(RuntimeError):
 
 
 def run_live_plant(
-    settings: Settings, *, seconds: float, on_progress: Callable[[int, int], None] = lambda _d, _t: None
+    settings: Settings,
+    *,
+    seconds: float,
+    on_progress: Callable[[int, int], None] = lambda _d, _t: None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
 ) -> LivePlantRun:
     """Serve the plant for ``seconds`` of wall time through a gateway into the telemetry topic.
 
-    ``on_progress(elapsed_s, seconds)`` is called about every 0.2 s while the plant runs.
+    ``on_progress(elapsed_s, seconds)`` is called about every 0.2 s while the plant runs;
+    ``on_snapshot`` receives every step of the plant (what it served: tests compare it with
+    what reached Kafka).
     """
     from plantstream.contract.topics import ensure_topics
     from plantstream.edge.config import parse_config
@@ -67,7 +77,9 @@ def run_live_plant(
     config = parse_config(plant.gateway_config())
     topic = settings.stream.telemetry_topic
     with (
-        serve_in_thread(plant, simulator_dir(settings) / "live", speed=1.0, faults=False) as running,
+        serve_in_thread(
+            plant, simulator_dir(settings) / "live", speed=1.0, faults=False, on_snapshot=on_snapshot
+        ) as running,
         GatewayInThread(settings, config, topic=topic) as gw,
     ):
         connected = gw.gateway.connected

@@ -56,6 +56,14 @@ def test_live_plant_through_the_gateway_lands_every_event_once_with_no_gaps(
         assert without_source_ts == (count if legacy else 0), machine_id
         assert good == count, machine_id
 
+    # A second run continues the gateway's numbering and adds to what the first left.
+    second = run_demo(settings)
+    assert second.counts_agree, second.summary()
+    assert second.late_events == 0
+    assert second.totals.hot_rows == result.totals.hot_rows + second.events_produced
+    assert second.totals.bronze_rows == result.totals.bronze_rows + second.events_produced
+    assert second.totals.silver_rows == result.totals.silver_rows + second.events_produced
+
 
 def test_counts_agree_across_kafka_hot_store_bronze_and_silver_and_runs_add_up(
     platform_settings: Settings,

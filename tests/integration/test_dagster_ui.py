@@ -1,13 +1,16 @@
 """`dagster dev -w workspace.yaml` against a running platform shows the asset graph.
 
-Starts the real Dagster webserver on the repository's workspace.yaml and asks its
-GraphQL API (what the UI renders) for the asset nodes and their lineage.
+Starts the real Dagster webserver on the repository's workspace.yaml, asks its GraphQL
+API for the asset nodes and their lineage, then opens the UI in a real browser
+(Chromium from Debian, driven by Playwright) and reads what a user sees on the asset
+pages: description, group, owner and upstream assets.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from plantstream.settings import Settings, child_env
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap installs it)
 
 
 def graphql(port: int, query: str) -> dict:
@@ -66,6 +70,18 @@ def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Setting
     )
     try:
         nodes = wait_for(lambda: asset_nodes(port, process), 120, "the Dagster webserver's asset graph")
+        pages = browse_asset_pages(
+            port,
+            {
+                "silver/telemetry": [
+                    "Silver telemetry: bronze made typed and unique per (machine_id, seq).",
+                    "Upstream assets bronze / telemetry",
+                    "Group lakehouse",
+                    "Owners data-platform",
+                ],
+                "bronze/telemetry": ["Upstream assets kafka / factory_machine_telemetry"],
+            },
+        )
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the webserver runs the code location in child processes
         try:
@@ -79,3 +95,27 @@ def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Setting
     )
     assert ["bronze", "telemetry"] in [d["path"] for d in by_key["silver/telemetry"]["dependencyKeys"]]
     assert by_key["silver/telemetry"]["groupName"] == "lakehouse"
+
+    assert set(pages) == {"silver/telemetry", "bronze/telemetry"}
+
+
+def browse_asset_pages(port: int, expected: dict[str, list[str]]) -> dict[str, str]:
+    """Open each asset's page in Chromium and wait until it shows every expected text
+    (words may be separated by any whitespace or none: labels and values are separate
+    elements); returns each page's text."""
+    from playwright.sync_api import expect, sync_playwright
+
+    texts = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            for key, snippets in expected.items():
+                page.goto(f"http://127.0.0.1:{port}/assets/{key}", wait_until="domcontentloaded")
+                for snippet in snippets:
+                    shown = re.compile(r"\s*".join(re.escape(word) for word in snippet.split()))
+                    expect(page.locator("body")).to_contain_text(shown, timeout=60_000)
+                texts[key] = page.inner_text("body")
+        finally:
+            browser.close()
+    return texts

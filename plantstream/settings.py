@@ -113,7 +113,7 @@ class LocalPortsSettings(_Section):
 class StreamSettings(_Section):
     """The telemetry dataflow."""
 
-    consumer_batch_size: int = Field(5_000, ge=1, le=100_000)
+    consumer_batch_size: int = Field(10_000, ge=1, le=100_000)
     window_seconds: int = Field(60, ge=1)
     second_window_seconds: int = Field(300, ge=1)
     allowed_lateness_seconds: int = Field(30, ge=0)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +41,10 @@ from plantstream.edge.collectors.base import Reading
 from plantstream.edge.config import GatewayConfig, parse_config
 from plantstream.edge.gateway import BUFFER_FILE, Gateway, GatewayInThread, edge_dir
 from plantstream.edge.normalize import Identity
+from plantstream.services.isolated import pick_free_port
 from plantstream.services.supervisor import ensure_running
 from plantstream.settings import Settings
+from plantstream.waiting import wait_until
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "gateway.json"
 #: A tag count is sustained when the gateway has everything in Kafka this long after the last change.
@@ -50,18 +52,8 @@ CATCH_UP_S = 3.0
 SIGNALS = ("air_temperature", "torque", "vibration", "power", "current", "pressure", "belt_speed", "rotational_speed")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"benchmark: timed out waiting for {what}")
-        time.sleep(0.02)
+# Finer polling than the default: these waits end timed intervals.
+_wait = functools.partial(wait_until, poll_s=0.02)
 
 
 class _Loop:
@@ -100,7 +92,7 @@ def _mqtt(settings: Settings, state: Path, messages: int) -> float:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    port = _free_port()
+    port = pick_free_port()
     conf = state / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
     broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
@@ -122,7 +114,6 @@ def _mqtt(settings: Settings, state: Path, messages: int) -> float:
         }
     )
     try:
-        time.sleep(0.3)  # mosquitto binds within milliseconds; the gateway retries anyway
         with _gateway(_settings(settings, state, "mqtt"), config, f"bench-mqtt-{port}") as gw:
             _wait(lambda: all(gw.connected.values()), 30, "mqtt subscription")
             pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
@@ -159,7 +150,7 @@ class _TagServer:
 
         ctx = multiprocessing.get_context("spawn")
         self.tags = tags
-        self.port = _free_port()
+        self.port = pick_free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/plantstream/"
         self._rounds, self._ready, self._go, self._stop = ctx.Value("l", 0), ctx.Event(), ctx.Event(), ctx.Event()
         kwargs = {
@@ -338,7 +329,7 @@ def _modbus(settings: Settings, state: Path, units: int, seconds: float) -> floa
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 
-    port = _free_port()
+    port = pick_free_port()
     loop = _Loop()
     devices = [
         SimDevice(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from plantstream.settings import Settings
+from plantstream.waiting import wait_until
 
 if TYPE_CHECKING:
     from plantstream.simulator.engine import Snapshot
@@ -42,10 +43,6 @@ class LivePlantRun:
     plant_steps: int
     gaps_missing: int  # sequence numbers the gateway produced that are neither in Kafka nor buffered
     seconds: float
-
-
-class LivePlantError(RuntimeError):
-    pass
 
 
 def run_live_plant(
@@ -83,14 +80,14 @@ def run_live_plant(
         GatewayInThread(settings, config, topic=topic) as gw,
     ):
         connected = gw.gateway.connected
-        _wait(lambda: all(connected.values()), CONNECT_TIMEOUT_S, lambda: _not_connected(connected))
+        wait_until(lambda: all(connected.values()), CONNECT_TIMEOUT_S, lambda: _not_connected(connected))
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < seconds:
             on_progress(int(elapsed), int(seconds))
             time.sleep(min(0.2, seconds - elapsed))
         on_progress(int(seconds), int(seconds))
         running.stop()
-        _wait(gw.drained, DRAIN_TIMEOUT_S, lambda: f"the gateway still holds {gw.gateway.store.events} events")
+        wait_until(gw.drained, DRAIN_TIMEOUT_S, lambda: f"the gateway to drain ({gw.gateway.store.events} events left)")
     # Stopped: what it delivered while shutting down is counted too; anything it could not
     # deliver stays buffered for its next run (and is not counted here).
     forwarder = gw.gateway.forwarder
@@ -107,12 +104,4 @@ def run_live_plant(
 
 
 def _not_connected(connected: dict[str, bool]) -> str:
-    return "no connection to " + ", ".join(sorted(m for m, up in connected.items() if not up))
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise LivePlantError(f"live plant: gave up after {timeout_s:.0f} s: {what()}")
-        time.sleep(0.05)
+    return "connections to " + ", ".join(sorted(m for m, up in connected.items() if not up))

@@ -36,9 +36,9 @@ from plantstream.connect.s3 import delta_storage_options
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
-from plantstream.streaming.kafka_source import partition_key
 from plantstream.streaming.telemetry_decode import DecodedBatch
 from plantstream.streaming.telemetry_schema import BRONZE_PARTITION_COLUMNS, BRONZE_TELEMETRY_SCHEMA
+from plantstream.streaming.worker_routing import PartsLikeTheSource
 
 log = logging.getLogger(__name__)
 
@@ -270,31 +270,24 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
         self._writer.close()
 
 
-class BronzeTelemetrySink(FixedPartitionedSink[DecodedBatch, pa.Table | None]):
+class BronzeTelemetrySink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table | None]):
     """Appends decoded telemetry to the bronze Delta table; one sink partition per Kafka
-    partition (items keyed by :func:`partition_key`).  See the module docstring for the
+    partition (items keyed by their partition key).  See the module docstring for the
     delivery guarantee."""
 
     def __init__(
         self, settings: Settings, topic: str, partitions: list[int], *, stats: FlowStats | None, flow: str
     ) -> None:
+        super().__init__(partitions)
         self._settings = settings
         self._uri = bronze_telemetry_uri(settings)
         self._topic = topic
-        self._parts = sorted(partition_key(p) for p in partitions)
-        self._index = {key: i for i, key in enumerate(self._parts)}
         self._stats = stats
         self._flow = flow
         self._writer: _BronzeWriter | None = None
         # ``write_deltalake`` imports pandas on its first call (~0.2 s holding the import
         # lock and the GIL): pay that while the flow is built, not in the middle of a run.
         import pandas  # noqa: F401
-
-    def list_parts(self) -> list[str]:
-        return self._parts
-
-    def part_fn(self, item_key: str) -> int:
-        return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: pa.Table | None) -> _BronzePartition:
         if self._writer is None:  # one writer for the partitions this process builds

@@ -42,10 +42,10 @@ from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_tables import TELEMETRY_RAW_TABLE, TELEMETRY_WINDOWS_TABLE
-from plantstream.streaming.kafka_source import partition_key
 from plantstream.streaming.telemetry_decode import DecodedBatch
 from plantstream.streaming.telemetry_schema import TIMESTAMP_MS_UTC
 from plantstream.streaming.windowing import ClosedWindows
+from plantstream.streaming.worker_routing import PartsLikeTheSource
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,12 @@ _STOP = None
 
 
 class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
-    """Prepares inserts and runs them on a writer thread.
+    """Collects items and inserts them on a writer thread.
 
-    With ``coalesce_rows``, items are collected until they hold that many rows (or the
-    oldest waited ``max_delay_s``, or a snapshot comes) and go in as one insert: the
-    server's cost is mostly per insert and per part (5k-row inserts cost ~1.7x as much
-    server time as 25k-row ones), and every part is merged again in the background.
+    Items are collected until they hold ``coalesce_rows`` rows (or the oldest waited
+    ``max_delay_s``, or a snapshot comes) and go in as one insert: the server's cost is
+    mostly per insert and per part (5k-row inserts cost ~1.7x as much server time as
+    25k-row ones; a 150-row insert ~17 ms of CPU), and every part is merged again.
     """
 
     def __init__(
@@ -126,9 +126,9 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         prepare: Callable[[list[T]], list[tuple[pa.Table, str]]],
         *,
         on_written: Callable[[pa.Table], None],
-        rows_of: Callable[[T], int] | None = None,
-        coalesce_rows: int = 0,
-        max_delay_s: float = 0.5,
+        rows_of: Callable[[T], int],
+        coalesce_rows: int,
+        max_delay_s: float,
     ) -> None:
         self._settings = settings
         self._client: Any = None  # created and used by the writer thread only
@@ -136,7 +136,7 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         self._prepare = prepare
         self._on_written = on_written
         self._rows_of = rows_of
-        self._coalesce_rows = coalesce_rows if rows_of is not None else 0
+        self._coalesce_rows = coalesce_rows
         self._max_delay_s = max_delay_s
         self._lock = threading.Lock()  # guards the pending items
         self._direct = threading.Lock()  # held while the writer inserts pending items itself
@@ -151,16 +151,14 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
 
     def write_batch(self, values: list[T]) -> None:
         self._raise_error()
-        if self._coalesce_rows:
-            assert self._rows_of is not None
-            with self._lock:
-                self._pending.extend(values)
-                self._pending_rows += sum(self._rows_of(v) for v in values)
-                if self._pending_since is None:
-                    self._pending_since = time.monotonic()
-                if self._pending_rows < self._coalesce_rows:
-                    return
-                values = self._take_pending_locked()
+        with self._lock:
+            self._pending.extend(values)
+            self._pending_rows += sum(self._rows_of(v) for v in values)
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            if self._pending_rows < self._coalesce_rows:
+                return
+            values = self._take_pending_locked()
         self._enqueue(values)
 
     def _take_pending_locked(self) -> list[T]:
@@ -180,10 +178,9 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
             self._client = hotstore_client(self._settings)
         except BaseException as exc:
             self._fail(exc)
-        timeout = self._max_delay_s / 2 if self._coalesce_rows else None
         while True:
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=self._max_delay_s / 2)
             except queue.Empty:
                 self._write_overdue()
                 continue
@@ -269,30 +266,19 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                 self._client.close()
 
 
-class _PartitionedByKafka:
-    """Sink partitions named like the source partitions, so writes stay on the reading worker."""
-
-    def __init__(self, partitions: list[int]) -> None:
-        self._parts = sorted(partition_key(p) for p in partitions)
-        self._index = {key: i for i, key in enumerate(self._parts)}
-
-    def list_parts(self) -> list[str]:
-        return self._parts
-
-    def part_fn(self, item_key: str) -> int:
-        return self._index[item_key]
-
-
-class HotRawSink(_PartitionedByKafka, FixedPartitionedSink[DecodedBatch, None]):
-    """Valid telemetry into ``telemetry_raw``: one insert per ``write_batch``, token
-    ``raw:<topic>:<partition>:<first offset>-<last offset>``.  Effectively-once in
-    ``FINAL`` (see the module docstring)."""
-
+class _HotStoreSink(PartsLikeTheSource):
     def __init__(self, settings: Settings, partitions: list[int], *, stats: FlowStats | None, flow: str) -> None:
         super().__init__(partitions)
         self._settings = settings
         self._stats = stats
         self._flow = flow
+
+
+class HotRawSink(_HotStoreSink, FixedPartitionedSink[DecodedBatch, None]):
+    """Valid telemetry into ``telemetry_raw``: batches coalesced (up to ``RAW_INSERT_ROWS``
+    rows or ``RAW_INSERT_MAX_DELAY_S``) into one insert per Kafka partition, token
+    ``raw:<topic>:<partition>:<first offset>-<last offset>``.  Effectively-once in
+    ``FINAL`` (see the module docstring)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
         counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
@@ -336,7 +322,7 @@ def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
     return inserts
 
 
-class HotWindowSink(_PartitionedByKafka, FixedPartitionedSink[ClosedWindows, None]):
+class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
     """Window aggregates into ``telemetry_windows``.  Emissions are coalesced (up to
     ``WINDOW_INSERT_ROWS`` rows or ``WINDOW_INSERT_MAX_DELAY_S``, and always at a
     snapshot) into one insert whose token hashes the emissions'
@@ -344,12 +330,6 @@ class HotWindowSink(_PartitionedByKafka, FixedPartitionedSink[ClosedWindows, Non
     server ~17 ms of CPU each (~1.2 s per 500k events, a quarter of the whole run), one
     insert of the same rows ~0.04 s.  Effectively-once in ``FINAL``; a final emission
     replaces a provisional one (``ReplacingMergeTree(version)``)."""
-
-    def __init__(self, settings: Settings, partitions: list[int], *, stats: FlowStats | None, flow: str) -> None:
-        super().__init__(partitions)
-        self._settings = settings
-        self._stats = stats
-        self._flow = flow
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[ClosedWindows]:
         counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")

@@ -20,9 +20,9 @@ from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
-from plantstream.streaming.kafka_source import partition_key
 from plantstream.streaming.telemetry_decode import DeadLetter
 from plantstream.streaming.windowing import LateEvents
+from plantstream.streaming.worker_routing import PartsLikeTheSource
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +106,19 @@ def late_headers(item: LateEvents, offset: int, event_ms: int, watermark_ms: int
     ]
 
 
-class KafkaRecordSink(FixedPartitionedSink[Any, None]):
+class KafkaRecordSink(PartsLikeTheSource, FixedPartitionedSink[Any, None]):
     """Produces :class:`DeadLetter` and :class:`LateEvents` items to ``topic``
     (at-least-once; see the module docstring).  Partitions follow the source's."""
 
     def __init__(
         self, settings: Settings, topic: str, partitions: list[int], *, sink: str, stats: FlowStats | None, flow: str
     ) -> None:
+        super().__init__(partitions)
         self._settings = settings
         self._topic = topic
-        self._parts = sorted(partition_key(p) for p in partitions)
-        self._index = {key: i for i, key in enumerate(self._parts)}
         self._sink = sink
         self._stats = stats
         self._flow = flow
-
-    def list_parts(self) -> list[str]:
-        return self._parts
-
-    def part_fn(self, item_key: str) -> int:
-        return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ProducerPartition:
         return _ProducerPartition(self._settings, self._topic, self._sink, self._stats, self._flow)

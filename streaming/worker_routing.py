@@ -130,3 +130,19 @@ def search_partition_key(partition: int) -> str:
         if bytewax_key_hash(key) % ALIGNED_MODULUS == target:
             return key
         salt += 1
+
+
+class PartsLikeTheSource:
+    """Mixin for ``FixedPartitionedSink``: one sink partition per Kafka partition, named
+    by :func:`partition_key`, so an item keyed by its partition's key is written by the
+    worker that read it (no batch crosses processes)."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self._parts = sorted(partition_key(p) for p in partitions)
+        self._index = {key: i for i, key in enumerate(self._parts)}
+
+    def list_parts(self) -> list[str]:
+        return self._parts
+
+    def part_fn(self, item_key: str) -> int:
+        return self._index[item_key]

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from plantstream.waiting import wait_until
 
 T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, *, poll_s: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy; return that, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(poll_s)
+    """:func:`plantstream.waiting.wait_until`, failing the test (not erroring) on timeout."""
+    try:
+        return wait_until(condition, timeout_s, what, poll_s=poll_s)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None

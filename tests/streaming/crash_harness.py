@@ -17,16 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-from telemetry_flow_io import CODEC, bronze_table, hot_arrow, hot_scalar
+from telemetry_flow_io import CODEC, assert_windows_match_bronze, bronze_table, hot_scalar
 from telemetry_samples import telemetry_series
 from waiting import wait_for
 
 from plantstream.connect.kafka import producer
 from plantstream.contract.topics import message_key
 from plantstream.settings import Settings
-from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
 from plantstream.streaming.runner import prepare_telemetry_flow, run_telemetry_cluster, start_cluster, stop_cluster
 
 
@@ -161,19 +159,4 @@ def assert_exactly_once(settings: Settings, run: CrashRun) -> None:
     assert (per_machine.column("s_max").to_numpy() + 1 == counts).all(), "gaps in bronze"
 
     for width in (60, 300):
-        expected = sort_aggregates(window_aggregates(bronze, width))
-        hot = sort_aggregates(
-            hot_arrow(
-                settings,
-                f"SELECT {', '.join(WINDOW_AGGREGATE_SCHEMA.names)} FROM {db}.telemetry_windows FINAL "
-                f"WHERE window_seconds = {width}",
-            )
-        )
-        assert hot.num_rows == expected.num_rows, f"{width}s: {hot.num_rows} windows, expected {expected.num_rows}"
-        for name in ("machine_id", "signal"):
-            assert hot.column(name).to_pylist() == expected.column(name).to_pylist()
-        for name in ("window_start", "last_ts"):
-            assert (epoch_ms(hot.column(name)) == epoch_ms(expected.column(name))).all()
-        assert hot.column("count").to_pylist() == expected.column("count").to_pylist()
-        for name in ("min", "max", "mean", "std", "p95", "last"):
-            np.testing.assert_allclose(hot.column(name).to_numpy(), expected.column(name).to_numpy(), rtol=1e-9)
+        assert_windows_match_bronze(settings, bronze, width, rtol=1e-9)

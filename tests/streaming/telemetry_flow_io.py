@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyarrow as pa
 
 from plantstream.connect.hotstore import hotstore_client
@@ -12,6 +13,7 @@ from plantstream.connect.s3 import delta_storage_options
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import message_key
 from plantstream.settings import Settings
+from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
 from plantstream.streaming.bronze_sink import bronze_telemetry_uri
 from plantstream.streaming.runner import prepare_telemetry_flow
 
@@ -84,3 +86,25 @@ def bronze_table(settings: Settings) -> pa.Table:
     return DeltaTable(
         bronze_telemetry_uri(settings), storage_options=delta_storage_options(settings)
     ).to_pyarrow_table()
+
+
+def assert_windows_match_bronze(settings: Settings, bronze: pa.Table, width: int, *, rtol: float) -> pa.Table:
+    """The hot store's ``width``-second windows (``FINAL``) equal a batch recomputation
+    from ``bronze`` with the shared :func:`window_aggregates`; returns the recomputation."""
+    expected = sort_aggregates(window_aggregates(bronze, width))
+    hot = sort_aggregates(
+        hot_arrow(
+            settings,
+            f"SELECT {', '.join(WINDOW_AGGREGATE_SCHEMA.names)} FROM {settings.hotstore.database}.telemetry_windows "
+            f"FINAL WHERE window_seconds = {width}",
+        )
+    )
+    assert hot.num_rows == expected.num_rows, f"{width}s: {hot.num_rows} windows, expected {expected.num_rows}"
+    for name in ("machine_id", "signal"):
+        assert hot.column(name).to_pylist() == expected.column(name).to_pylist()
+    for name in ("window_start", "window_end", "last_ts"):
+        assert epoch_ms(hot.column(name)).tolist() == epoch_ms(expected.column(name)).tolist()
+    assert hot.column("count").to_pylist() == expected.column("count").to_pylist()
+    for name in ("min", "max", "mean", "std", "p95", "last"):
+        np.testing.assert_allclose(hot.column(name).to_numpy(), expected.column(name).to_numpy(), rtol=rtol)
+    return expected

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import collections
 
-import numpy as np
 import pytest
-from telemetry_flow_io import bronze_table, hot_arrow, hot_scalar, produce, read_topic
+from telemetry_flow_io import assert_windows_match_bronze, bronze_table, hot_scalar, produce, read_topic
 from telemetry_samples import BASE_MS, CODEC, SIGNALS, malformed_payloads, reading, telemetry_series
 
-from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
 from plantstream.streaming.runner import run_telemetry_flow
 
 pytestmark = pytest.mark.integration
@@ -54,23 +52,9 @@ def test_hot_store_aggregates_equal_a_recomputation_from_bronze(stream_settings)
     assert stats.late == 0
 
     bronze = bronze_table(settings)
-    db = settings.hotstore.database
     for width in (60, 300):
-        expected = sort_aggregates(window_aggregates(bronze, width))
-        hot = sort_aggregates(
-            hot_arrow(
-                settings,
-                f"SELECT {', '.join(WINDOW_AGGREGATE_SCHEMA.names)} FROM {db}.telemetry_windows FINAL "
-                f"WHERE window_seconds = {width}",
-            )
-        )
-        assert hot.num_rows == expected.num_rows == 5 * len(SIGNALS) * (900 // width)
-        for name in ("machine_id", "signal"):
-            assert hot.column(name).to_pylist() == expected.column(name).to_pylist()
-        for name in ("window_start", "window_end", "last_ts"):
-            assert epoch_ms(hot.column(name)).tolist() == epoch_ms(expected.column(name)).tolist()
-        for name in ("count", "min", "max", "mean", "std", "p95", "last"):
-            np.testing.assert_allclose(hot.column(name).to_numpy(), expected.column(name).to_numpy(), rtol=1e-12)
+        expected = assert_windows_match_bronze(settings, bronze, width, rtol=1e-12)
+        assert expected.num_rows == 5 * len(SIGNALS) * (900 // width)
         assert set(expected.column("count").to_pylist()) == {width}
 
 

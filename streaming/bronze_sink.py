@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -110,6 +111,24 @@ def ensure_bronze_table(settings: Settings) -> None:
 _STOP = None
 
 
+def bronze_writer_properties() -> Any:
+    """Parquet settings of the bronze files: ZSTD level 1, dictionary encoding off.
+
+    Why: with deltalake's defaults (dictionary on, Snappy) writing cost ~610 ns of CPU
+    per row and 4.7 MB per 133k rows; without dictionaries (the strings repeat, but the
+    many numeric columns do not, and ZSTD finds the repeats anyway) and with ZSTD 1 it
+    costs ~350 ns per row and 1.1 MB (measured 2026-11-25).  The writer's CPU competes
+    with the dataflow's for the same cores, so it is the stream's throughput too.
+    """
+    from deltalake import ColumnProperties, WriterProperties
+
+    return WriterProperties(
+        compression="ZSTD",
+        compression_level=1,
+        default_column_properties=ColumnProperties(dictionary_enabled=False),
+    )
+
+
 class _BronzeWriter:
     """The process's bronze writer, shared by its sink partitions: buffers rows, commits
     them on a background thread, and keeps the committed offset of every Kafka
@@ -133,6 +152,7 @@ class _BronzeWriter:
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(WRITER_QUEUE_DEPTH)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._writer_properties = bronze_writer_properties()
 
     def add(self, table: pa.Table) -> None:
         """Buffer rows (one Kafka partition's, in offset order); commit when due."""
@@ -225,6 +245,7 @@ class _BronzeWriter:
             mode="append",
             partition_by=list(BRONZE_PARTITION_COLUMNS),
             storage_options=self._storage,
+            writer_properties=self._writer_properties,
             commit_properties=CommitProperties(
                 app_transactions=[
                     Transaction(bronze_app_id(self._topic, p), offset, now_ms) for p, offset in transactions

@@ -13,7 +13,7 @@ after a crash (at-least-once); two mechanisms make that harmless:
   rows, the window identity for aggregates - and duplicates collapse in ``FINAL``.
 
 Inserts go through ``insert_arrow`` (no per-row Python work) on a background writer
-thread per sink partition, so the dataflow keeps decoding while the server inserts (the
+thread per table, shared by the process's sink partitions, so the dataflow keeps decoding while the server inserts (the
 round-trip was ~25 % of the flow's time).  The queue is bounded (backpressure) and
 ``snapshot()`` waits until it is empty and every insert succeeded: Bytewax completes an
 epoch's snapshot only after that, so no row a snapshot has moved the source past can be
@@ -110,13 +110,15 @@ WINDOW_INSERT_MAX_DELAY_S = 1.0
 _STOP = None
 
 
-class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
-    """Collects items and inserts them on a writer thread.
+class _HotStoreWriter(Generic[T]):
+    """The process's writer into one hot-store table, shared by its sink partitions.
 
-    Items are collected until they hold ``coalesce_rows`` rows (or the oldest waited
-    ``max_delay_s``, or a snapshot comes) and go in as one insert: the server's cost is
-    mostly per insert and per part (5k-row inserts cost ~1.7x as much server time as
-    25k-row ones; a 150-row insert ~17 ms of CPU), and every part is merged again.
+    Items of every partition are collected until they hold ``coalesce_rows`` rows (or the
+    oldest waited ``max_delay_s``, or a snapshot comes) and go in as one insert on a
+    background thread: the server's cost is mostly per insert and per part (5k-row
+    inserts cost ~1.7x as much server time as 25k-row ones; a 150-row insert ~17 ms of
+    CPU), and every part is merged again.  Shared rather than per partition for the
+    same reason: four partitions' snapshots were four inserts in a row, now one.
     """
 
     def __init__(
@@ -138,18 +140,25 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
         self._rows_of = rows_of
         self._coalesce_rows = coalesce_rows
         self._max_delay_s = max_delay_s
-        self._lock = threading.Lock()  # guards the pending items
+        self._lock = threading.Lock()  # guards the pending items and the attached count
         self._direct = threading.Lock()  # held while the writer inserts pending items itself
         self._pending: list[T] = []
         self._pending_rows = 0
         self._pending_since: float | None = None
+        self._attached = 0
         self._queue: queue.Queue[tuple[pa.Table, str] | None] = queue.Queue(WRITER_QUEUE_DEPTH)
         self._error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_loop, name=f"hotstore-{table}", daemon=True)
-        self._writer.start()
-        sink_registry.register(self)
+        self._writer: threading.Thread | None = None
 
-    def write_batch(self, values: list[T]) -> None:
+    def attach(self) -> None:
+        """A sink partition starts using this writer (the thread runs while any does)."""
+        with self._lock:
+            self._attached += 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"hotstore-{self._table}", daemon=True)
+                self._writer.start()
+
+    def write(self, values: list[T]) -> None:
         self._raise_error()
         with self._lock:
             self._pending.extend(values)
@@ -244,7 +253,9 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
                 time.sleep(delay)
 
     def flush(self) -> None:
-        """Insert what is pending, wait until every insert is written; raise if one failed."""
+        """Insert what is pending (of every partition), wait until every insert is written;
+        raise if one failed.  The partitions' snapshots all call it: the first inserts,
+        the others find nothing left to wait for."""
         with self._lock:
             values = self._take_pending_locked()
         self._enqueue(values)
@@ -253,17 +264,44 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
             pass
         self._raise_error()
 
-    def snapshot(self) -> None:
-        self.flush()
-
-    def close(self) -> None:
+    def detach(self) -> None:
+        """A sink partition is closed: flush; the last one to close stops the thread."""
         try:
             self.flush()
         finally:
-            self._queue.put(_STOP)
-            self._writer.join(60)
-            if self._client is not None:
-                self._client.close()
+            with self._lock:
+                self._attached -= 1
+                writer = self._writer if self._attached <= 0 else None
+                if writer is not None:
+                    self._writer = None
+            if writer is not None:
+                self._queue.put(_STOP)
+                writer.join(60)
+                if self._client is not None:
+                    self._client.close()
+                    self._client = None
+
+
+class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
+    """One sink partition: hands its items to the process's :class:`_HotStoreWriter`;
+    its snapshot waits until everything handed over so far is inserted."""
+
+    def __init__(self, writer: _HotStoreWriter[T]) -> None:
+        self._writer = writer
+        writer.attach()
+        sink_registry.register(self)
+
+    def write_batch(self, values: list[T]) -> None:
+        self._writer.write(values)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def snapshot(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.detach()
 
 
 class _HotStoreSink(PartsLikeTheSource):
@@ -272,33 +310,37 @@ class _HotStoreSink(PartsLikeTheSource):
         self._settings = settings
         self._stats = stats
         self._flow = flow
+        self._writer: Any = None  # the process's _HotStoreWriter, built with the first part
 
 
 class HotRawSink(_HotStoreSink, FixedPartitionedSink[DecodedBatch, None]):
-    """Valid telemetry into ``telemetry_raw``: batches coalesced (up to ``RAW_INSERT_ROWS``
-    rows or ``RAW_INSERT_MAX_DELAY_S``) into one insert per Kafka partition, token
-    ``raw:<topic>:<partition>:<first offset>-<last offset>``.  Effectively-once in
-    ``FINAL`` (see the module docstring)."""
+    """Valid telemetry into ``telemetry_raw``: the batches of every Kafka partition this
+    process writes are coalesced (up to ``RAW_INSERT_ROWS`` rows or
+    ``RAW_INSERT_MAX_DELAY_S``) into one insert, token
+    ``raw:<topic>:<partition>:<first offset>-<last offset>[,<partition>:…]``.
+    Effectively-once in ``FINAL`` (see the module docstring)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
-        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
-        stats, flow = self._stats, self._flow
+        if self._writer is None:  # one writer for the partitions this process builds
+            counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
+            stats, flow = self._stats, self._flow
 
-        def written(rows: pa.Table) -> None:
-            counter.inc(rows.num_rows)
-            metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
-            if stats is not None:
-                stats.add(raw_rows_written=rows.num_rows)
+            def written(rows: pa.Table) -> None:
+                counter.inc(rows.num_rows)
+                metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
+                if stats is not None:
+                    stats.add(raw_rows_written=rows.num_rows)
 
-        return _HotStorePartition(
-            self._settings,
-            TELEMETRY_RAW_TABLE,
-            _raw_inserts,
-            on_written=written,
-            rows_of=_batch_rows,
-            coalesce_rows=RAW_INSERT_ROWS,
-            max_delay_s=RAW_INSERT_MAX_DELAY_S,
-        )
+            self._writer = _HotStoreWriter(
+                self._settings,
+                TELEMETRY_RAW_TABLE,
+                _raw_inserts,
+                on_written=written,
+                rows_of=_batch_rows,
+                coalesce_rows=RAW_INSERT_ROWS,
+                max_delay_s=RAW_INSERT_MAX_DELAY_S,
+            )
+        return _HotStorePartition(self._writer)
 
 
 def _batch_rows(batch: DecodedBatch) -> int:
@@ -306,20 +348,18 @@ def _batch_rows(batch: DecodedBatch) -> int:
 
 
 def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
+    """One insert for the batches of one call (any partitions), tokened by each
+    partition's offset range (deterministic for the same cut of batches)."""
     batches = [b for b in batches if b.events.num_rows]
     if not batches:
         return []
-    # One insert per Kafka partition in this call (normally exactly one).
-    by_partition: dict[int, list[DecodedBatch]] = {}
+    ranges: dict[int, tuple[int, int]] = {}
     for batch in batches:
-        by_partition.setdefault(batch.partition, []).append(batch)
-    inserts = []
-    for partition, group in by_partition.items():
-        events = pa.concat_tables([b.events for b in group]) if len(group) > 1 else group[0].events
-        first = min(b.first_offset for b in group)
-        last = max(b.last_offset for b in group)
-        inserts.append((raw_rows(events), f"raw:{group[0].topic}:{partition}:{first}-{last}"))
-    return inserts
+        first, last = ranges.get(batch.partition, (batch.first_offset, batch.last_offset))
+        ranges[batch.partition] = (min(first, batch.first_offset), max(last, batch.last_offset))
+    events = pa.concat_tables([b.events for b in batches]) if len(batches) > 1 else batches[0].events
+    spans = ",".join(f"{p}:{first}-{last}" for p, (first, last) in sorted(ranges.items()))
+    return [(raw_rows(events), f"raw:{batches[0].topic}:{spans}")]
 
 
 class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
@@ -332,23 +372,25 @@ class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
     replaces a provisional one (``ReplacingMergeTree(version)``)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[ClosedWindows]:
-        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
-        stats = self._stats
+        if self._writer is None:  # one writer for the partitions this process builds
+            counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
+            stats = self._stats
 
-        def written(rows: pa.Table) -> None:
-            counter.inc(rows.num_rows)
-            if stats is not None:
-                stats.add(windows_written=rows.num_rows)
+            def written(rows: pa.Table) -> None:
+                counter.inc(rows.num_rows)
+                if stats is not None:
+                    stats.add(windows_written=rows.num_rows)
 
-        return _HotStorePartition(
-            self._settings,
-            TELEMETRY_WINDOWS_TABLE,
-            _window_inserts,
-            on_written=written,
-            rows_of=_emission_rows,
-            coalesce_rows=WINDOW_INSERT_ROWS,
-            max_delay_s=WINDOW_INSERT_MAX_DELAY_S,
-        )
+            self._writer = _HotStoreWriter(
+                self._settings,
+                TELEMETRY_WINDOWS_TABLE,
+                _window_inserts,
+                on_written=written,
+                rows_of=_emission_rows,
+                coalesce_rows=WINDOW_INSERT_ROWS,
+                max_delay_s=WINDOW_INSERT_MAX_DELAY_S,
+            )
+        return _HotStorePartition(self._writer)
 
 
 def _emission_rows(closed: ClosedWindows) -> int:

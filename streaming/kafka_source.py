@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import operator
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -47,17 +48,26 @@ IDLE_POLL = timedelta(milliseconds=5)
 
 
 class DrainProgress:
-    """How many source partitions this process built and how many reached their end.
+    """How many source partitions this process built and how many reached their end,
+    and when the first message arrived.
 
     Process-global because Bytewax builds the partitions inside its workers; the
     cluster runner reads it to tell a completed drain from an aborted one (see
-    ``runner.run_cluster_member``).
+    ``runner.run_cluster_member``) and reports the first message's arrival so a
+    benchmark can time the flow from its first fetch, as it times a bare consumer.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.built = 0
         self.ended = 0
+        self.first_data_at: float | None = None  # epoch seconds
+
+    def data_arrived(self) -> None:
+        if self.first_data_at is None:
+            with self._lock:
+                if self.first_data_at is None:
+                    self.first_data_at = time.time()
 
     def add(self, *, built: int = 0, ended: int = 0) -> None:
         with self._lock:
@@ -156,6 +166,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._idle = True
             return []
         self._idle = False
+        DRAIN_PROGRESS.data_arrived()
         # map() over the C methods: no Python frame per message (~1 us per message
         # with four list comprehensions).
         message_type = type(messages[0])

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 # the stateful keys are aligned for.
 RECOVERY_PARTITIONS = 8
 MEMBER_STARTED_AT = "started_at"
+MEMBER_FIRST_DATA_AT = "first_data_at"
 
 
 def telemetry_topics(settings: Settings) -> tuple[TopicSpec, ...]:
@@ -250,10 +251,12 @@ def stop_cluster(members: list[subprocess.Popen[bytes]], sig: int = signal.SIGKI
 @dataclass(frozen=True)
 class ClusterRun:
     """Summed counts of a cluster run, and when its members started running the flow
-    (after their imports) and when the last one finished (epoch seconds)."""
+    (after their imports), when the first of them received its first message and when
+    the last one finished (epoch seconds)."""
 
     stats: FlowStats
     started_at: float
+    first_data_at: float
     finished_at: float
 
 
@@ -301,14 +304,15 @@ def run_cluster_timed(
     finally:
         stop_cluster(members)
     total = FlowStats()
-    started = []
+    started, first_data = [], []
     for member in members:
         assert member.stdout is not None
         lines = member.stdout.read().decode().strip().splitlines()
         counts = json.loads(lines[-1])
         started.append(counts.pop(MEMBER_STARTED_AT))
+        first_data.append(counts.pop(MEMBER_FIRST_DATA_AT) or finished_at)
         total.add(**counts)
-    return ClusterRun(total, min(started), finished_at)
+    return ClusterRun(total, min(started), min(first_data), finished_at)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
         addresses = args.addresses.split(";") if args.addresses else []
         started_at = time.time()
         stats = run_cluster_member(settings, process_id=args.process_id, addresses=addresses, stop_at_end=args.drain)
-        print(json.dumps({**stats.as_dict(), MEMBER_STARTED_AT: started_at}), flush=True)
+        timing = {MEMBER_STARTED_AT: started_at, MEMBER_FIRST_DATA_AT: DRAIN_PROGRESS.first_data_at}
+        print(json.dumps({**stats.as_dict(), **timing}), flush=True)
         logging.shutdown()
         # Exit now: Bytewax's communication threads may still be unwinding after a
         # shutdown race, and interpreter finalisation would then abort the process.

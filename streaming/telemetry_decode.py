@@ -24,6 +24,15 @@ from plantstream.streaming.telemetry_schema import BRONZE_TELEMETRY_SCHEMA, TELE
 
 _MS_PER_DAY = 86_400_000
 
+# Non-nullable integer fields of the contract and their numpy types (``msgspec`` has
+# checked that they are ints in range, so ``np.fromiter`` cannot meet a None).
+_NUMPY_INTEGERS: dict[str, type[np.integer]] = {
+    name: BRONZE_TELEMETRY_SCHEMA.field(name).type.to_pandas_dtype()
+    for name in TELEMETRY_FIELDS
+    if pa.types.is_integer(BRONZE_TELEMETRY_SCHEMA.field(name).type)
+    and not BRONZE_TELEMETRY_SCHEMA.field(name).nullable
+}
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -134,8 +143,13 @@ class TelemetryDecoder:
         astuple = msgspec.structs.astuple
         transposed = list(zip(*map(astuple, events), strict=True))
         arrays: dict[str, pa.Array] = {}
+        n = len(events)
         for name, column in zip(TELEMETRY_FIELDS, transposed, strict=True):
-            arrays[name] = pa.array(column, BRONZE_TELEMETRY_SCHEMA.field(name).type)
+            numpy_type = _NUMPY_INTEGERS.get(name)
+            if numpy_type is None:
+                arrays[name] = pa.array(column, BRONZE_TELEMETRY_SCHEMA.field(name).type)
+            else:  # ~2x faster than pa.array for Python ints (no null checks needed)
+                arrays[name] = pa.array(np.fromiter(column, numpy_type, count=n))
         event_ms = pc.coalesce(arrays["source_ts"], arrays["read_ts"])
         offsets = _offsets(raw, index)
         arrays["kafka_partition"] = pa.array(np.full(len(events), raw.partition, dtype=np.int32))

@@ -57,6 +57,7 @@ def malformed_payloads() -> list[tuple[bytes, str]]:
         (b"", "empty"),
         (b"{not json", "malformed"),
         (json.dumps({**good, "seq": -5}).encode(), "schema"),
+        (json.dumps({**good, "seq": 2**64}).encode(), "schema"),  # beyond int64: would fail the batch's columns
         (json.dumps({k: v for k, v in good.items() if k != "machine_id"}).encode(), "schema"),
         (json.dumps({**good, "v": 99}).encode(), "future_version"),
         (json.dumps({**good, "signal": "flux_capacitance"}).encode(), "schema"),

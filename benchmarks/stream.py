@@ -6,7 +6,7 @@ own S3 writes do not compete with the flow's sinks for the 2 cores).  It pre-loa
 topic with telemetry (200 machines x 3 signals at 1 Hz, JSON, keyed by machine, 4
 partitions) and reads the same messages with:
 
-* a bare confluent-kafka consumer (``consume(10000)``, no decoding): the ceiling;
+* a bare confluent-kafka consumer (``consume(10000)``, no decoding), best of 3 reads: the ceiling;
 * the PlantStream dataflow, full: decode/validate, DLQ, hot store ``telemetry_raw``,
   bronze Delta, 60 s + 300 s windows to ``telemetry_windows``, Bytewax recovery with
   snapshots (effectively-once on) - one process, then two processes;
@@ -58,6 +58,9 @@ SIGNALS = ("torque", "vibration", "air_temperature")
 BASELINE = (40.0, 3.0, 295.0)  # inside each signal's valid range (contract.signals)
 PARTITIONS = 4
 QUIX_PREFIX_QUICK = 60_000
+# The bare consumer's rate varies by ~20 % from run to run (one read takes ~1 s): the
+# ceiling is its best of a few reads, so the ratio against it is the strict one.
+BARE_RUNS = 3
 QUIX_TIME_LIMIT_S = 60.0
 RUN_TIMEOUT_S = 900.0
 
@@ -87,10 +90,10 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
         produce_s = _preload(settings, events)
     console.log(f"pre-loaded {events:,} events into {topic} in {produce_s:.1f}s")
 
-    with console.status("bare consumer"):
+    with console.status(f"bare consumer, best of {BARE_RUNS}"):
         _wait_until_platform_idle()
-        bare_s = _bare_consumer(settings, topic, events)
-    console.log(f"bare consumer: {events / bare_s:,.0f} events/s")
+        bare_s = min(_bare_consumer(settings, topic, events) for _ in range(BARE_RUNS))
+    console.log(f"bare consumer: {events / bare_s:,.0f} events/s (best of {BARE_RUNS})")
 
     one, cores_one, startup_one = _plantstream(settings, processes=1, tmp=tmp, events=events)
     console.log(f"PlantStream, 1 process: {events / one:,.0f} events/s (verified), {cores_one:.2f} cores busy")
@@ -380,7 +383,7 @@ def _print_table(console: Console, f: dict[str, Any]) -> None:
     table.add_column("÷ bare consumer", justify="right")
     table.add_column("x Quix", justify="right")
     rows = [
-        ("bare confluent-kafka consumer, consume(10000), no decoding", bare),
+        ("bare confluent-kafka consumer, consume(10000), no decoding, best of 3", bare),
         ("PlantStream full dataflow, 1 process (sinks + effectively-once, verified)", f["plantstream_events_per_s"]),
         ("PlantStream full dataflow, 2 processes (verified)", f["plantstream_2workers_events_per_s"]),
         (

@@ -236,28 +236,40 @@ class PartitionWindows:
         closed = 0
         for width, by_start in self.windows.items():
             ready = sorted(start for start in by_start if start + width * 1000 <= watermark)
-            for start in ready:
-                out.append(self._emit(width, start, by_start.pop(start), final=True))
-                closed += 1
+            if ready:
+                out.extend(self._emit(width, [(start, by_start.pop(start)) for start in ready], final=True))
+                closed += len(ready)
         if closed:
             metrics.OPEN_WINDOWS.labels(self.flow).dec(closed)
         return out
 
-    def _emit(self, width: int, start: int, chunks: list[pa.Table], *, final: bool) -> ClosedWindows:
-        table = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
-        return ClosedWindows(
-            self.topic, self.partition, width, start, table.num_rows, final, window_aggregates(table, width)
-        )
+    def _emit(self, width: int, windows: list[tuple[int, list[pa.Table]]], *, final: bool) -> list[ClosedWindows]:
+        """One :class:`ClosedWindows` per window, aggregated in ONE vectorised pass.
+
+        Why one pass: a partition catching up (a replayed buffer, a backfill) closes
+        hundreds of windows per batch, and a call of ``window_aggregates`` per window
+        cost ~0.3 ms of fixed overhead each - 3.4 us per event on a day of data.  The
+        aggregates are per (machine, signal, window) either way, so they are the same.
+        """
+        tables = [pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0] for _, chunks in windows]
+        if len(windows) == 1:
+            per_window = [window_aggregates(tables[0], width)]
+        else:
+            per_window = _split_by_window(window_aggregates(pa.concat_tables(tables), width), [s for s, _ in windows])
+        return [
+            ClosedWindows(self.topic, self.partition, width, start, table.num_rows, final, aggregates)
+            for (start, _), table, aggregates in zip(windows, tables, per_window, strict=True)
+        ]
 
     def flush(self) -> list[WindowOutput]:
         """Emit every open window as provisional; the windows stay open."""
         out: list[WindowOutput] = []
         for width, by_start in self.windows.items():
-            for start in sorted(by_start):
-                chunks = by_start[start]
+            for chunks in by_start.values():
                 if len(chunks) > 1:
                     chunks[:] = [pa.concat_tables(chunks)]
-                out.append(self._emit(width, start, chunks, final=False))
+            if by_start:
+                out.extend(self._emit(width, [(start, by_start[start]) for start in sorted(by_start)], final=False))
         return out
 
     # -- per-machine state ---------------------------------------------------------
@@ -321,6 +333,18 @@ class PartitionWindows:
         if stale:
             metrics.TRACKED_MACHINES.labels(self.flow).dec(len(stale))
         self.next_expiry_scan_ms = self.max_event_ms + max(1, expiry // 4)
+
+
+def _split_by_window(aggregates: pa.Table, starts: list[int]) -> list[pa.Table]:
+    """The rows of each window start in ``starts`` (in that order), from one aggregate table."""
+    window_ms = epoch_ms(aggregates.column("window_start"))
+    order = np.argsort(window_ms, kind="stable")
+    ordered_ms = window_ms[order]
+    ordered = aggregates.take(pa.array(order))
+    wanted = np.asarray(starts, dtype=np.int64)
+    firsts = np.searchsorted(ordered_ms, wanted, side="left").tolist()
+    ends = np.searchsorted(ordered_ms, wanted, side="right").tolist()
+    return [ordered.slice(first, end - first) for first, end in zip(firsts, ends, strict=True)]
 
 
 class TelemetryWindowLogic(StatefulBatchLogic[DecodedBatch, WindowOutput, dict]):

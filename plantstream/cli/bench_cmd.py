@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "hotstore": "plantstream.benchmarks.hotstore:run",
     "stream": "plantstream.benchmarks.stream:run",
     "gateway": "plantstream.benchmarks.gateway:run",
+    "state": "plantstream.benchmarks.state:run",
 }
 
 

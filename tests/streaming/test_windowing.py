@@ -121,6 +121,23 @@ def test_sequence_gaps_are_counted() -> None:
     assert w.seq_gaps == 2 + 2
 
 
+def test_windows_closed_together_have_the_aggregates_each_window_has_alone() -> None:
+    # One batch of 15 minutes closes ~14 one-minute and 2 five-minute windows at once
+    # (they are aggregated in one pass, then split): each must equal its own window's
+    # events aggregated alone, with its own event count.
+    events = telemetry_series(machines=4, seconds=900)
+    (batch,) = batches_of(events)
+    emitted = closed(run(PartitionWindows(CONFIG, topic="t"), [batch]))
+    assert len([c for c in emitted if c.window_seconds == 60]) >= 10
+    assert len([c for c in emitted if c.window_seconds == 300]) == 2
+    event_ms = batch.events.column("event_ts").cast(pa.int64()).to_numpy()
+    for c in emitted:
+        end = c.window_start_ms + c.window_seconds * 1000
+        rows = batch.events.filter(pa.array((event_ms >= c.window_start_ms) & (event_ms < end)))
+        assert c.events == rows.num_rows > 0
+        assert sort_aggregates(c.aggregates).equals(sort_aggregates(window_aggregates(rows, c.window_seconds)))
+
+
 def test_snapshot_is_a_copy_that_later_processing_does_not_change() -> None:
     w = PartitionWindows(CONFIG, topic="t")
     events = telemetry_series(machines=3, seconds=200)

@@ -35,6 +35,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from plantstream.benchmarks.results_file import write_results
 from plantstream.contract import Quality
 from plantstream.edge.buffer import EdgeStore, Pending
 from plantstream.edge.collectors.base import Reading
@@ -46,7 +47,6 @@ from plantstream.services.supervisor import ensure_running
 from plantstream.settings import Settings
 from plantstream.waiting import wait_until
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "gateway.json"
 #: A tag count is sustained when the gateway has everything in Kafka this long after the last change.
 CATCH_UP_S = 3.0
 SIGNALS = ("air_temperature", "torque", "vibration", "power", "current", "pressure", "belt_speed", "rotational_speed")
@@ -434,8 +434,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
         "opcua_tags_sustained": tags_sustained,
         "opcua_tags_sustained_rule": f"all change 1/s; all in Kafka <= {CATCH_UP_S:g} s after the last change",
     }
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({**figures, "opcua_ceiling": ceiling_rows}, indent=2, sort_keys=True) + "\n")
+    write_results("gateway", {**figures, "opcua_ceiling": ceiling_rows}, quick=quick)
     table = Table("figure", "value", title="edge gateway -> Kafka (durable buffer, acks=all)")
     for key, value in figures.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))

@@ -11,7 +11,6 @@ Run: ``plantstream bench hotstore [--quick] [--json]``.
 
 from __future__ import annotations
 
-import json
 import secrets
 import tempfile
 import time
@@ -25,12 +24,12 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from plantstream.benchmarks.results_file import write_results
 from plantstream.connect.hotstore import hotstore_client
 from plantstream.services.isolated import isolated_settings
 from plantstream.services.supervisor import ensure_running
 from plantstream.settings import Settings
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "hotstore.json"
 FULL_ROWS = 1_000_000
 QUICK_ROWS = 100_000
 USERNAME = "bench"
@@ -175,8 +174,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
 
     figures["insert_vs_direct_ratio"] = figures["insert_rows_per_s"] / figures["direct_chdb_insert_rows_per_s"]
     _print_table(console, figures)
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    write_results("hotstore", figures, quick=quick)
     return figures
 
 

@@ -23,7 +23,6 @@ Run: ``plantstream bench state [--quick] [--json]``.
 
 from __future__ import annotations
 
-import json
 import pickle
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from plantstream.benchmarks.results_file import write_results
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import message_key
@@ -45,7 +45,6 @@ from plantstream.streaming.kafka_source import RawBatch
 from plantstream.streaming.telemetry_decode import TelemetryDecoder
 from plantstream.streaming.windowing import PartitionWindows, WindowConfig
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "state.json"
 POOL, ACTIVE = 100, 20
 SIGNALS = ("torque", "vibration", "air_temperature")
 BASELINE = (40.0, 3.0, 295.0)  # inside each signal's valid range (contract.signals)
@@ -76,8 +75,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
             platform.down()
     figures = _figures(state_days, restarts)
     _print_tables(console, state_days, restarts, figures)
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    write_results("state", figures, quick=quick)
     return figures
 
 

@@ -28,7 +28,6 @@ Run: ``plantstream bench stream [--quick] [--json]``.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
@@ -42,6 +41,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from plantstream.benchmarks.results_file import write_results
 from plantstream.connect.kafka import consumer as kafka_consumer
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
@@ -50,7 +50,6 @@ from plantstream.services.isolated import isolated_settings
 from plantstream.services.supervisor import CORE_SERVICES, LocalPlatform
 from plantstream.settings import Settings
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "stream.json"
 FULL_EVENTS = 1_020_000
 QUICK_EVENTS = 201_000
 MACHINES = 200
@@ -79,8 +78,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
         finally:
             platform.down()
     _print_table(console, figures)
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    write_results("stream", figures, quick=quick)
     return figures
 
 

@@ -106,7 +106,7 @@ def window_rows(closed: ClosedWindows) -> pa.Table:
     )
 
 
-# Inserts queued per sink partition before ``write_batch`` blocks (backpressure): enough
+# Inserts queued per table and process before ``write_batch`` blocks (backpressure): enough
 # to overlap the server's work with the flow's, small enough to bound memory.
 WRITER_QUEUE_DEPTH = 4
 # Raw rows per insert into ``telemetry_raw`` (a Kafka batch is ~5k), and how long rows

@@ -176,11 +176,6 @@ class _BronzeWriter:
             self._thread.start()
         self._queue.put(table)
 
-    def submit(self) -> None:
-        """Start committing everything buffered; do not wait."""
-        with self._lock:
-            self._submit_locked()
-
     def flush(self) -> None:
         """Commit everything buffered and wait until it is in the table; raise if a commit failed."""
         with self._lock:
@@ -288,17 +283,12 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
     def flush(self) -> None:
         self._writer.flush()
 
-    def submit(self) -> None:
-        self._writer.submit()
-
     def snapshot(self) -> None:
         """Commit every buffered row first: the source's snapshot has moved past them."""
-        sink_registry.submit_all()
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
-        sink_registry.unregister(self)
 
 
 class BronzeTelemetrySink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table | None]):

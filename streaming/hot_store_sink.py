@@ -261,12 +261,6 @@ class _HotStoreWriter(Generic[T]):
                 )
                 time.sleep(delay)
 
-    def submit(self) -> None:
-        """Queue what is pending (of every partition) for insertion; do not wait."""
-        with self._lock:
-            values = self._take_pending_locked()
-        self._enqueue(values)
-
     def flush(self) -> None:
         """Insert what is pending (of every partition), wait until every insert is written;
         raise if one failed.  The partitions' snapshots all call it: the first inserts,
@@ -312,16 +306,11 @@ class _HotStorePartition(StatefulSinkPartition[T, None], Generic[T]):
     def flush(self) -> None:
         self._writer.flush()
 
-    def submit(self) -> None:
-        self._writer.submit()
-
     def snapshot(self) -> None:
-        sink_registry.submit_all()
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.detach()
-        sink_registry.unregister(self)
 
 
 class _HotStoreSink(PartsLikeTheSource):

@@ -82,11 +82,7 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
     def flush(self) -> None:
         self.snapshot()
 
-    def submit(self) -> None:
-        self._producer.poll(0)  # the producer sends on its own; serve delivery reports
-
     def snapshot(self) -> None:
-        sink_registry.submit_all()
         remaining = self._producer.flush(FLUSH_TIMEOUT_S)
         self._raise_failures()
         if remaining:
@@ -94,7 +90,6 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
 
     def close(self) -> None:
         self.snapshot()
-        sink_registry.unregister(self)
 
 
 def late_headers(item: LateEvents, offset: int, event_ms: int, watermark_ms: int) -> list[tuple[str, bytes]]:

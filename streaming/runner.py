@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import faulthandler
 import gc
 import json
 import logging
@@ -323,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--addresses", default=None, help="the cluster's host:port list, ';'-separated (internal)")
     args = parser.parse_args(argv)
     configure_logging()
+    # ``kill -USR1 <pid>`` prints every thread's Python stack to stderr: how to see where
+    # a member that stopped making progress is waiting (no debugger needed).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = load_settings()
     if args.process_id is not None:
         addresses = args.addresses.split(";") if args.addresses else []

@@ -11,7 +11,10 @@ must equal a batch recomputation from bronze.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from plantstream.connect.kafka import producer
 from plantstream.contract.topics import message_key
 from plantstream.settings import Settings
 from plantstream.streaming.runner import prepare_telemetry_flow, run_telemetry_cluster, start_cluster, stop_cluster
+from plantstream.waiting import wait_until
 
 
 @dataclass
@@ -67,6 +71,23 @@ class PacedProducer(threading.Thread):
             self.error = exc
         finally:
             self.done.set()
+
+
+def _stacks(members: list, log_path: Path) -> str:
+    """Ask each live member to print its threads' stacks (SIGUSR1, see the runner), then
+    return the end of the log they print to."""
+    size = log_path.stat().st_size if log_path.exists() else 0
+    live = [m for m in members if m.poll() is None]
+    for member in live:
+        os.kill(member.pid, signal.SIGUSR1)
+
+    def dumped() -> str:
+        text = log_path.read_text(errors="replace")[size:] if log_path.exists() else ""
+        return text if text.count("Current thread") + text.count("most recent call first") >= len(live) else ""
+
+    with contextlib.suppress(TimeoutError):  # print whatever arrived
+        wait_until(dumped, 5.0, "the members' stack dumps")
+    return log_path.read_text(errors="replace")[size:][-12000:] if log_path.exists() else ""
 
 
 def crash_and_recover(
@@ -111,11 +132,14 @@ def crash_and_recover(
         # A random moment: after the hot store grew by a random share of the events.
         target = raw_rows() + rng.randint(n // (4 * kills), n // (2 * kills))
         try:
-            wait_for(
-                lambda t=target, ms=members: raw_rows() >= t or any(m.poll() is not None for m in ms),
-                max(10.0, deadline - time.monotonic()),
-                f"progress of run {run}",
-            )
+            try:
+                wait_for(
+                    lambda t=target, ms=members: raw_rows() >= t or any(m.poll() is not None for m in ms),
+                    max(10.0, deadline - time.monotonic()),
+                    f"progress of run {run}",
+                )
+            except AssertionError as stuck:
+                raise AssertionError(f"{stuck}; members' stacks:\n{_stacks(members, log_path)}") from None
             if any(m.poll() is not None for m in members):
                 tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
                 raise AssertionError(f"a member died on its own; end of {log_path}:\n{tail}")

@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +40,9 @@ from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.telemetry_decode import DecodedBatch
 from plantstream.streaming.telemetry_schema import BRONZE_PARTITION_COLUMNS, BRONZE_TELEMETRY_SCHEMA
 from plantstream.streaming.worker_routing import PartsLikeTheSource
+
+if TYPE_CHECKING:
+    from deltalake import WriterProperties
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def ensure_bronze_table(settings: Settings) -> None:
 _STOP = None
 
 
-def bronze_writer_properties() -> Any:
+def bronze_writer_properties() -> WriterProperties:
     """Parquet settings of the bronze files: ZSTD level 1, dictionary encoding off.
 
     Why: with deltalake's defaults (dictionary on, Snappy) writing cost ~610 ns of CPU

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plantstream.benchmarks.results_file import write_results
+from plantstream.benchmarks.telemetry_load import SIGNALS, produce, reading
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import message_key
@@ -46,8 +47,6 @@ from plantstream.streaming.telemetry_decode import TelemetryDecoder
 from plantstream.streaming.windowing import PartitionWindows, WindowConfig
 
 POOL, ACTIVE = 100, 20
-SIGNALS = ("torque", "vibration", "air_temperature")
-BASELINE = (40.0, 3.0, 295.0)  # inside each signal's valid range (contract.signals)
 PERIOD_S = 30
 DAYS_FULL, DAYS_QUICK = 14, 2
 FLOW_DAYS_FULL, FLOW_DAYS_QUICK = 6, 2
@@ -87,22 +86,8 @@ def _hour_of_events(hour: int, seqs: list[int], start_ms: int) -> list[Telemetry
     for step in range(3_600 // PERIOD_S):
         ts = start_ms + hour * HOUR_MS + step * PERIOD_S * 1000
         for m in active:
-            for s, signal in enumerate(SIGNALS):
-                events.append(
-                    Telemetry(
-                        site="plant-1",
-                        area="machining",
-                        line=f"line-{m % 4}",
-                        machine_id=f"m-{m:03d}",
-                        seq=seqs[m],
-                        source_ts=ts,
-                        read_ts=ts + 2,
-                        ingest_ts=ts + 5,
-                        signal=signal,
-                        value=BASELINE[s] + (m + step) % 10 / 10.0,
-                        unit="",
-                    )
-                )
+            for s in range(len(SIGNALS)):
+                events.append(reading(m, seqs[m], ts, s, (m + step) % 10 / 10.0))
                 seqs[m] += 1
     return events
 
@@ -171,7 +156,7 @@ def _real_flow(settings: Settings, console: Console, days: int) -> list[dict[str
         produced = 0
         for hour in range(day * 24, (day + 1) * 24):
             for event in _hour_of_events(hour, seqs, start_ms):
-                _produce(producer, topic, message_key(event.machine_id), codec.encode(event))
+                produce(producer, topic, message_key(event.machine_id), codec.encode(event))
                 produced += 1
         if producer.flush(120) != 0:
             raise RuntimeError("producer did not deliver every event")
@@ -195,15 +180,6 @@ def _real_flow(settings: Settings, console: Console, days: int) -> list[dict[str
             f"{out[-1]['start_to_first_fetch_s']:.2f} s; recovery dir {recovery_bytes / 1e6:.1f} MB"
         )
     return out
-
-
-def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 # -- report -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plantstream.benchmarks.results_file import write_results
+from plantstream.benchmarks.telemetry_load import SIGNALS, produce, reading
 from plantstream.connect.kafka import consumer as kafka_consumer
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
@@ -53,8 +54,6 @@ from plantstream.settings import Settings
 FULL_EVENTS = 1_020_000
 QUICK_EVENTS = 201_000
 MACHINES = 200
-SIGNALS = ("torque", "vibration", "air_temperature")
-BASELINE = (40.0, 3.0, 295.0)  # inside each signal's valid range (contract.signals)
 PARTITIONS = 4
 QUIX_PREFIX_QUICK = 60_000
 # The bare consumer's rate varies by ~20 % from run to run (one read takes ~1 s): the
@@ -155,29 +154,12 @@ def _preload(settings: Settings, events: int) -> float:
     while sent < events:
         ts = base + step * 1000
         for m in range(MACHINES):
-            for s, signal in enumerate(SIGNALS):
+            for s in range(len(SIGNALS)):
                 if sent == events:
                     break
-                event = Telemetry(
-                    site="plant-1",
-                    area="machining",
-                    line=f"line-{m % 4}",
-                    machine_id=f"m-{m:03d}",
-                    seq=seqs[m],
-                    source_ts=ts,
-                    read_ts=ts + 2,
-                    ingest_ts=ts + 5,
-                    signal=signal,
-                    value=BASELINE[s] + (m * 7 + step * 13 + s * 3) % 50 / 10.0,
-                    unit="",
-                )
+                event = reading(m, seqs[m], ts, s, (m * 7 + step * 13 + s * 3) % 50 / 10.0)
                 seqs[m] += 1
-                while True:
-                    try:
-                        producer.produce(topic, value=codec.encode(event), key=keys[m])
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, topic, keys[m], codec.encode(event))
                 sent += 1
             producer.poll(0)
         step += 1

@@ -321,6 +321,12 @@ class _HotStoreSink(PartsLikeTheSource):
         self._flow = flow
         self._writer: Any = None  # the process's _HotStoreWriter, built with the first part
 
+    def _part(self, table: str, prepare: Callable[[list[T]], list[tuple[pa.Table, str]]], **writer: Any) -> Any:
+        """A sink partition on the process's one writer for ``table`` (built on first use)."""
+        if self._writer is None:
+            self._writer = _HotStoreWriter(self._settings, table, prepare, **writer)
+        return _HotStorePartition(self._writer)
+
 
 class HotRawSink(_HotStoreSink, FixedPartitionedSink[DecodedBatch, None]):
     """Valid telemetry into ``telemetry_raw``: the batches of every Kafka partition this
@@ -330,26 +336,23 @@ class HotRawSink(_HotStoreSink, FixedPartitionedSink[DecodedBatch, None]):
     Effectively-once in ``FINAL`` (see the module docstring)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
-        if self._writer is None:  # one writer for the partitions this process builds
-            counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
-            stats, flow = self._stats, self._flow
+        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
+        stats, flow = self._stats, self._flow
 
-            def written(rows: pa.Table) -> None:
-                counter.inc(rows.num_rows)
-                metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
-                if stats is not None:
-                    stats.add(raw_rows_written=rows.num_rows)
+        def written(rows: pa.Table) -> None:
+            counter.inc(rows.num_rows)
+            metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
+            if stats is not None:
+                stats.add(raw_rows_written=rows.num_rows)
 
-            self._writer = _HotStoreWriter(
-                self._settings,
-                TELEMETRY_RAW_TABLE,
-                _raw_inserts,
-                on_written=written,
-                rows_of=_batch_rows,
-                coalesce_rows=RAW_INSERT_ROWS,
-                max_delay_s=RAW_INSERT_MAX_DELAY_S,
-            )
-        return _HotStorePartition(self._writer)
+        return self._part(
+            TELEMETRY_RAW_TABLE,
+            _raw_inserts,
+            on_written=written,
+            rows_of=_batch_rows,
+            coalesce_rows=RAW_INSERT_ROWS,
+            max_delay_s=RAW_INSERT_MAX_DELAY_S,
+        )
 
 
 def _batch_rows(batch: DecodedBatch) -> int:
@@ -381,25 +384,22 @@ class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
     replaces a provisional one (``ReplacingMergeTree(version)``)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[ClosedWindows]:
-        if self._writer is None:  # one writer for the partitions this process builds
-            counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
-            stats = self._stats
+        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
+        stats = self._stats
 
-            def written(rows: pa.Table) -> None:
-                counter.inc(rows.num_rows)
-                if stats is not None:
-                    stats.add(windows_written=rows.num_rows)
+        def written(rows: pa.Table) -> None:
+            counter.inc(rows.num_rows)
+            if stats is not None:
+                stats.add(windows_written=rows.num_rows)
 
-            self._writer = _HotStoreWriter(
-                self._settings,
-                TELEMETRY_WINDOWS_TABLE,
-                _window_inserts,
-                on_written=written,
-                rows_of=_emission_rows,
-                coalesce_rows=WINDOW_INSERT_ROWS,
-                max_delay_s=WINDOW_INSERT_MAX_DELAY_S,
-            )
-        return _HotStorePartition(self._writer)
+        return self._part(
+            TELEMETRY_WINDOWS_TABLE,
+            _window_inserts,
+            on_written=written,
+            rows_of=_emission_rows,
+            coalesce_rows=WINDOW_INSERT_ROWS,
+            max_delay_s=WINDOW_INSERT_MAX_DELAY_S,
+        )
 
 
 def _emission_rows(closed: ClosedWindows) -> int:

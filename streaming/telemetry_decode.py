@@ -186,7 +186,7 @@ class TelemetryDecoder:
                 spec = SIGNALS[name]
                 error = ContractError(
                     ErrorKind.IMPOSSIBLE_VALUE,
-                    f"{name}={values[row]!r} outside its valid range [{spec.valid_min}, {spec.valid_max}]",
+                    f"{name}={float(values[row])!r} outside its valid range [{spec.valid_min}, {spec.valid_max}]",
                     "value",
                 )
             dead.append(self._dead(raw, int(index[row]), error))

@@ -21,6 +21,10 @@ E = TypeVar("E", bound=_Event)
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+_ABOVE_MAX_VERSION = f"Expected `int` <= {SCHEMA_VERSION}"
+_NUMBER_OUT_OF_RANGE = "Number out of range"
+# NaN/Infinity as bare words: what Python's json.dumps writes for non-finite floats.
+_NON_FINITE_WORD = re.compile(rb"[:\[,]\s*-?(?:Infinity|NaN)\b")
 
 
 class ErrorKind(StrEnum):
@@ -28,7 +32,6 @@ class ErrorKind(StrEnum):
     MALFORMED = "malformed"
     SCHEMA = "schema"
     FUTURE_VERSION = "future_version"
-    UNKNOWN_MACHINE = "unknown_machine"
     IMPOSSIBLE_VALUE = "impossible_value"
     LATE = "late"
 
@@ -51,11 +54,17 @@ def _contract_error(exc: msgspec.MsgspecError) -> ContractError:
     if isinstance(exc, msgspec.ValidationError):
         match = _AT_PATH.search(text) or _MISSING.search(text)
         field = match.group(1) if match else None
-        if field == "v":
+        reason = _AT_PATH.sub("", text)
+        if field == "v" and text.startswith(_ABOVE_MAX_VERSION):
+            # Only a well-typed version number above ours is from the future; `v: true`,
+            # `v: "12.5"` or `v: null` are simply wrong.
             return ContractError(
                 ErrorKind.FUTURE_VERSION, f"schema version not supported (this reader knows <= {SCHEMA_VERSION})", "v"
             )
-        return ContractError(ErrorKind.SCHEMA, _AT_PATH.sub("", text), field or None)
+        if reason == _NUMBER_OUT_OF_RANGE:
+            # Valid JSON (e.g. 1e400) that no 64-bit float holds: a value no sensor measured.
+            return ContractError(ErrorKind.IMPOSSIBLE_VALUE, "number out of the 64-bit float range", field or None)
+        return ContractError(ErrorKind.SCHEMA, reason, field or None)
     return ContractError(ErrorKind.MALFORMED, text)
 
 
@@ -81,7 +90,10 @@ class Codec(Generic[E]):
         try:
             return self._decoder.decode(data)
         except msgspec.MsgspecError as exc:
-            raise _contract_error(exc) from None
+            error = _contract_error(exc)
+            if error.kind is ErrorKind.MALFORMED and _NON_FINITE_WORD.search(data):
+                error = ContractError(ErrorKind.MALFORMED, f"{error.reason}: NaN and Infinity are not JSON numbers")
+            raise error from None
 
     def decode_batch(self, values: list[bytes | None]) -> tuple[list[E | None], list[tuple[int, ContractError]]]:
         """Decode many payloads.

@@ -60,6 +60,8 @@ def malformed_payloads() -> list[tuple[bytes, str]]:
         (json.dumps({**good, "seq": 2**64}).encode(), "schema"),  # beyond int64: would fail the batch's columns
         (json.dumps({k: v for k, v in good.items() if k != "machine_id"}).encode(), "schema"),
         (json.dumps({**good, "v": 99}).encode(), "future_version"),
+        (json.dumps({**good, "v": True}).encode(), "schema"),
+        (json.dumps({**good, "value": 1.0}).encode().replace(b'"value": 1.0', b'"value": 1e400'), "impossible_value"),
         (json.dumps({**good, "signal": "flux_capacitance"}).encode(), "schema"),
         (json.dumps({**good, "value": 1e9}).encode(), "impossible_value"),
         (json.dumps({**good, "signal": "vibration", "value": -3.0}).encode(), "impossible_value"),

@@ -67,6 +67,8 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_origin() -> None
     assert by_offset[1000 + 2 * len(bad)].error.kind.value == "empty"
     impossible = [d for d in decoded.dead_letters if d.error.kind.value == "impossible_value"]
     assert {dict(d.headers())["plantstream.error.field"] for d in impossible} == {b"value"}
+    # Reasons are for people: plain numbers, not numpy reprs such as ``np.float64(1e+09)``.
+    assert all(b"np." not in dict(d.headers())["plantstream.error.reason"] for d in impossible)
     assert decoded.raw_index.tolist() == [2 * i for i in range(len(bad))]
 
 

@@ -65,6 +65,14 @@ def test_event_time_prefers_the_source_timestamp() -> None:
         (payload(machine_id=""), ErrorKind.SCHEMA, "machine_id"),
         (payload(quality="excellent"), ErrorKind.SCHEMA, "quality"),
         (payload(v=SCHEMA_VERSION + 1), ErrorKind.FUTURE_VERSION, "v"),
+        # Wrongly typed versions are schema errors, not messages from the future.
+        (payload(v=True), ErrorKind.SCHEMA, "v"),
+        (payload(v="12.5"), ErrorKind.SCHEMA, "v"),
+        (payload(v=None), ErrorKind.SCHEMA, "v"),
+        (payload(v=0), ErrorKind.SCHEMA, "v"),
+        # Valid JSON that no float holds, vs. Python's non-JSON words for non-finite floats.
+        (payload().replace(b'"value": 40.5', b'"value": 1e400'), ErrorKind.IMPOSSIBLE_VALUE, "value"),
+        (payload().replace(b'"value": 40.5', b'"value": -Infinity'), ErrorKind.MALFORMED, None),
         (b'{"site": "plant-1"}', ErrorKind.SCHEMA, "signal"),
         (b'{"site": ', ErrorKind.MALFORMED, None),
         (b"\xff\xfe", ErrorKind.MALFORMED, None),

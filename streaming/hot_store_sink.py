@@ -38,9 +38,9 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.hotstore import hotstore_client
+from plantstream.domain.aggregates import WINDOW_AGGREGATE_SCHEMA
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
-from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_tables import TELEMETRY_RAW_TABLE, TELEMETRY_WINDOWS_TABLE
 from plantstream.streaming.telemetry_decode import DecodedBatch

@@ -10,7 +10,7 @@ Semantics, all in event time (ms):
 
 * watermark = max event time seen on the partition - ``allowed_lateness``;
 * a window ``[start, end)`` closes when the watermark reaches ``end``: its aggregates
-  (:func:`plantstream.streaming.aggregates.window_aggregates`) are emitted once, final,
+  (:func:`plantstream.domain.aggregates.window_aggregates`) are emitted once, final,
   and the window is DROPPED from state;
 * an event whose window (for any configured width) has closed is *late*: it is counted
   and routed to the late topic with its original bytes, and left out of every window
@@ -36,9 +36,9 @@ import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
+from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, epoch_ms, window_aggregates, window_start_ms
 from plantstream.settings import Settings
 from plantstream.streaming import metrics
-from plantstream.streaming.aggregates import AGGREGATE_INPUT_COLUMNS, epoch_ms, window_aggregates, window_start_ms
 from plantstream.streaming.telemetry_decode import DecodedBatch
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pytest
 from plantstream.demo import run_demo
 from plantstream.orchestration.resources import HotStore, Lake
 from plantstream.settings import Settings
-from plantstream.streaming.aggregates import AGGREGATE_INPUT_COLUMNS, window_aggregates
+from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, window_aggregates
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from plantstream.connect.s3 import delta_storage_options
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.topics import message_key
 from plantstream.settings import Settings
-from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
+from plantstream.domain.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
 from plantstream.streaming.bronze_sink import bronze_telemetry_uri
 from plantstream.streaming.runner import prepare_telemetry_flow
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plantstream.streaming import aggregates
-from plantstream.streaming.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, window_aggregates
+from plantstream.domain import aggregates
+from plantstream.domain.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, window_aggregates
 
 rows = st.lists(
     st.tuples(
@@ -39,8 +39,8 @@ def table(data: list[tuple]) -> pa.Table:
 def recompute(data: list[tuple], width_s: int) -> dict[tuple, dict]:
     """Per-window aggregates the slow, obvious way."""
     latest: dict[tuple, tuple] = {}
-    for machine, signal, seq, ts, value in data:  # the last copy of a (machine, seq) wins
-        latest[(machine, signal, ts // (width_s * 1000) * width_s * 1000, seq)] = (ts, value)
+    for machine, signal, seq, ts, value in data:  # the first copy of a (machine, seq) wins
+        latest.setdefault((machine, signal, ts // (width_s * 1000) * width_s * 1000, seq), (ts, value))
     groups: dict[tuple, list[tuple[int, int, float]]] = {}
     for (machine, signal, start, seq), (ts, value) in latest.items():
         if value is not None:
@@ -90,6 +90,16 @@ def test_input_order_does_not_change_the_result() -> None:
     data = [("m1", "torque", i, 1_000 * i, float(rng.normal(40, 5))) for i in range(500)]
     shuffled = [data[i] for i in rng.permutation(len(data))]
     assert window_aggregates(table(data), 60).equals(window_aggregates(table(shuffled), 60))
+
+
+def test_the_copy_with_the_lowest_kafka_offset_wins_whatever_the_input_order() -> None:
+    # Two copies of (m1, seq 3) that disagree (a device or gateway bug): offset 10 came first.
+    first, later = ("m1", "torque", 3, 5_000, 1.0), ("m1", "torque", 3, 5_000, 99.0)
+    for rows, offsets in (([first, later], [10, 20]), ([later, first], [20, 10])):
+        events = table(rows).append_column("kafka_offset", pa.array(offsets, pa.int64()))
+        result = window_aggregates(events, 60)
+        assert result.column("count").to_pylist() == [1]
+        assert result.column("last").to_pylist() == [1.0]
 
 
 def test_a_window_of_only_missing_values_produces_no_row() -> None:

@@ -21,7 +21,7 @@ from telemetry_samples import BASE_MS, reading
 from test_windowing import batches_of, closed, late, run
 
 from plantstream.contract import Telemetry
-from plantstream.streaming.aggregates import sort_aggregates, window_aggregates
+from plantstream.domain.aggregates import sort_aggregates, window_aggregates
 from plantstream.streaming.windowing import PartitionWindows, WindowConfig
 
 L_MS = 30_000

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from telemetry_samples import BASE_MS, CODEC, reading, telemetry_series
 
 from plantstream.contract import Telemetry
-from plantstream.streaming.aggregates import sort_aggregates, window_aggregates
+from plantstream.domain.aggregates import sort_aggregates, window_aggregates
 from plantstream.streaming.kafka_source import RawBatch
 from plantstream.streaming.telemetry_decode import DecodedBatch, TelemetryDecoder
 from plantstream.streaming.windowing import (

@@ -12,8 +12,10 @@ Definitions (per ``machine_id``, ``signal`` and tumbling window
 
 * rows whose ``value`` is null (stale or missing readings) are ignored;
 * duplicates of an event - the same ``(machine_id, seq)`` in the window, e.g. a re-send
-  after an edge reconnect - count once (the last copy wins), matching the hot store's
-  ``FINAL`` view and the silver table's deduplication;
+  after an edge reconnect - count once and **the first copy wins** (lowest
+  ``kafka_offset`` when the column is there, else the first in input order), the rule
+  of every PlantStream store (hot store ``FINAL``, silver; docs/streaming.md
+  "Duplicates");
 * ``count``, ``min``, ``max``, ``mean``, ``std`` (population, ddof=0), ``p95`` (linear
   interpolation, as ``numpy.percentile``'s default) and ``last`` (the value with the
   highest ``seq``, i.e. the newest reading) with its ``last_ts``;
@@ -29,8 +31,8 @@ import pyarrow as pa
 
 from plantstream.streaming.telemetry_schema import TIMESTAMP_MS_UTC
 
-AGGREGATE_INPUT_COLUMNS: tuple[str, ...] = ("machine_id", "signal", "seq", "event_ts", "value")
-"""Columns :func:`window_aggregates` reads (bronze has them all)."""
+AGGREGATE_INPUT_COLUMNS: tuple[str, ...] = ("machine_id", "signal", "seq", "event_ts", "value", "kafka_offset")
+"""Columns :func:`window_aggregates` reads (bronze has them all; ``kafka_offset`` is optional)."""
 
 P95 = 0.95
 
@@ -112,14 +114,19 @@ def window_aggregates(events: pa.Table, window_seconds: int) -> pa.Table:
     signal, signal_names = _codes(events.column("signal"))
     start = window_start_ms(ts, window_seconds)
 
-    # Group by (machine, signal, window), within a group by seq, then arrival (lexsort is
-    # stable, so the last copy of a duplicate seq stays last and wins - also over a
-    # non-null earlier copy, as in the hot store's FINAL view).
-    order = np.lexsort((seq, start, signal, machine))
+    # Group by (machine, signal, window), within a group by seq, then by Kafka offset (or
+    # arrival: lexsort is stable), so the first copy of a duplicate seq comes first and
+    # wins - also over a non-null later copy, as in the hot store's FINAL view.
+    arrival = (
+        events.column("kafka_offset").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+        if "kafka_offset" in events.column_names
+        else np.arange(events.num_rows, dtype=np.int64)
+    )
+    order = np.lexsort((arrival, seq, start, signal, machine))
     columns = [a[order] for a in (machine, signal, start, seq, ts, values, present)]
     machine, signal, start, seq = columns[:4]
     keep = np.ones(len(seq), dtype=bool)
-    keep[:-1] = ~(
+    keep[1:] = ~(
         (machine[1:] == machine[:-1]) & (signal[1:] == signal[:-1]) & (start[1:] == start[:-1]) & (seq[1:] == seq[:-1])
     )
     keep &= columns[6]  # then drop missing values

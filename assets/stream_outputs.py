@@ -10,6 +10,7 @@ the asset's data version, so downstream assets know when bronze changed.
 # No `from __future__ import annotations`: Dagster inspects the context annotation at runtime.
 import dagster as dg
 
+from plantstream.contract.streams import STREAMS, TELEMETRY_STREAM
 from plantstream.contract.topics import CATALOGUE, DEAD_LETTERS, LATE_EVENTS, TELEMETRY, TopicSpec
 from plantstream.orchestration.resources import HotStore, Lake
 
@@ -20,6 +21,13 @@ def topic_key(topic: TopicSpec) -> dg.AssetKey:
     return dg.AssetKey(["kafka", topic.name.replace(".", "_")])
 
 
+def _topic_deps(topic: TopicSpec) -> list[dg.AssetKey]:
+    """Topics the stream writes derive from the topics it reads."""
+    if topic is DEAD_LETTERS:
+        return [topic_key(spec.topic) for spec in STREAMS]
+    return [topic_key(TELEMETRY)] if topic is LATE_EVENTS else []
+
+
 KAFKA_TOPICS = [
     dg.AssetSpec(
         topic_key(topic),
@@ -27,37 +35,50 @@ KAFKA_TOPICS = [
         group_name="kafka",
         owners=OWNERS,
         kinds={"kafka"},
-        deps=[topic_key(TELEMETRY)] if topic in (DEAD_LETTERS, LATE_EVENTS) else [],
+        deps=_topic_deps(topic),
         metadata={"topic": topic.name, **{f"config/{k}": v for k, v in topic.config().items()}},
     )
     for topic in CATALOGUE
 ]
 
 HOT_TABLES = {
-    "telemetry_raw": "Raw telemetry, ReplacingMergeTree on (machine_id, seq): replays are harmless.",
-    "telemetry_windows": "Window aggregates per machine, signal and window size (min/max/mean/std/count/last/p95).",
+    **{
+        spec.hot_table: (
+            spec,
+            f"Every valid `{spec.payload.__name__}` event, ReplacingMergeTree on (machine_id, seq): replays are "
+            "harmless, the first copy stays.",
+        )
+        for spec in STREAMS
+    },
+    "telemetry_windows": (
+        TELEMETRY_STREAM,
+        "Window aggregates per machine, signal and window size (min/max/mean/std/count/last/p95).",
+    ),
 }
 
 STREAM_SPECS = [
     *(
         dg.AssetSpec(
             ["hotstore", table],
-            description=f"Hot-store table `{table}` written by the telemetry dataflow. {text}",
+            description=f"Hot-store table `{table}` written by the plant dataflow. {text}",
             group_name="hot_store",
             owners=OWNERS,
             kinds={"clickhouse"},
-            deps=[topic_key(TELEMETRY)],
+            deps=[topic_key(spec.topic)],
         )
-        for table, text in HOT_TABLES.items()
+        for table, (spec, text) in HOT_TABLES.items()
     ),
-    dg.AssetSpec(
-        ["bronze", "telemetry"],
-        description="Bronze Delta table of raw telemetry on S3, appended by the telemetry dataflow "
-        "(effectively-once: Delta application transactions keyed by Kafka partition and offset).",
-        group_name="lakehouse",
-        owners=OWNERS,
-        kinds={"delta", "s3"},
-        deps=[topic_key(TELEMETRY)],
+    *(
+        dg.AssetSpec(
+            ["bronze", spec.name],
+            description=f"Bronze Delta table of raw `{spec.payload.__name__}` events on S3, appended by the plant "
+            "dataflow (effectively-once: Delta application transactions keyed by Kafka partition and offset).",
+            group_name="lakehouse",
+            owners=OWNERS,
+            kinds={"delta", "s3"},
+            deps=[topic_key(spec.topic)],
+        )
+        for spec in STREAMS
     ),
 ]
 
@@ -73,9 +94,11 @@ def stream_outputs(
         if key in selected:
             rows = int(hotstore.scalar(f"SELECT count() FROM {table} FINAL"))  # type: ignore[arg-type]
             yield dg.ObserveResult(asset_key=key, data_version=dg.DataVersion(str(rows)), metadata={"rows": rows})
-    bronze_key = dg.AssetKey(["bronze", "telemetry"])
-    if bronze_key in selected:
-        bronze = lake.table("bronze", "telemetry")
+    for spec in STREAMS:
+        bronze_key = dg.AssetKey(["bronze", spec.name])
+        if bronze_key not in selected:
+            continue
+        bronze = lake.table("bronze", spec.name)
         version = -1 if bronze is None else bronze.version()
         rows = 0 if bronze is None else bronze.to_pyarrow_dataset().count_rows()
         yield dg.ObserveResult(
@@ -84,7 +107,7 @@ def stream_outputs(
             metadata={
                 "delta_version": version,
                 "dagster/row_count": rows,
-                "dagster/uri": lake.table_uri("bronze", "telemetry"),
+                "dagster/uri": lake.table_uri("bronze", spec.name),
             },
         )
 

@@ -13,6 +13,13 @@ delivered, next to what the server offered) and the tag ceiling - the most tags,
 changing once a second, that one gateway keeps up with in real time (everything in Kafka
 within ``CATCH_UP_S`` of the last change), found by doubling until a count fails.
 
+Each step (MQTT, OPC UA burst, Modbus, buffer replay, OPC UA ceiling search) runs in a
+guard (:class:`StepRunner`): a step that fails is recorded as ``{"status": "failed",
+"error": ...}`` with whatever it measured before failing, and the next step runs.  The
+table and the JSON line always appear; ``failed_steps`` lists what could not run, and
+``plantstream bench`` then exits 1.  A benchmark that dies in its last step must not
+take the figures of the others with it.
+
 Run: ``plantstream bench gateway [--quick] [--json]``.
 """
 
@@ -26,8 +33,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,12 @@ from plantstream.waiting import wait_until
 
 #: A tag count is sustained when the gateway has everything in Kafka this long after the last change.
 CATCH_UP_S = 3.0
+#: Budget for building an OPC UA tag server: a base plus this much per tag.  asyncua 2.1 scans
+#: the folder's references on every add, so the build grows faster than the tag count
+#: (measured here: 1,000 tags 0.4 s, 4,000 tags 14 s; a slower machine took > 120 s for
+#: 16,000); the budget is generous, and the wait ends at once if the server process dies.
+SERVER_BUILD_BASE_S = 60.0
+SERVER_BUILD_PER_TAG_S = 0.05
 SIGNALS = ("air_temperature", "torque", "vibration", "power", "current", "pressure", "belt_speed", "rotational_speed")
 
 
@@ -73,7 +88,9 @@ class _Loop:
 
 @contextlib.contextmanager
 def _gateway(settings: Settings, config: GatewayConfig, topic: str) -> Iterator[Gateway]:
-    with GatewayInThread(settings, config, topic=topic) as running:
+    """A gateway forwarding to its own telemetry topic (``topic`` becomes the topic prefix)."""
+    kafka = settings.kafka.model_copy(update={"topic_prefix": f"{topic}."})
+    with GatewayInThread(settings.model_copy(update={"kafka": kafka}), config) as running:
         yield running.gateway
 
 
@@ -153,6 +170,7 @@ class _TagServer:
         self.port = pick_free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/plantstream/"
         self._rounds, self._ready, self._go, self._stop = ctx.Value("l", 0), ctx.Event(), ctx.Event(), ctx.Event()
+        self._built = ctx.Value("l", 0)
         kwargs = {
             "port": self.port,
             "tags": tags,
@@ -162,12 +180,29 @@ class _TagServer:
             "go": self._go,
             "rounds": self._rounds,
             "stop": self._stop,
+            "built": self._built,
         }
         self._process = ctx.Process(target=_serve_changing_tags, kwargs=kwargs, daemon=True)
+        t0 = time.monotonic()
         self._process.start()
-        if not self._ready.wait(120):
+        budget = SERVER_BUILD_BASE_S + SERVER_BUILD_PER_TAG_S * tags
+        try:
+            while not self._ready.wait(0.5):
+                if not self._process.is_alive():
+                    raise RuntimeError(
+                        f"the {tags:,}-tag OPC UA server exited (code {self._process.exitcode}) "
+                        f"after building {self._built.value:,} tags"
+                    )
+                if time.monotonic() - t0 > budget:
+                    raise TimeoutError(
+                        f"the {tags:,}-tag OPC UA server was not up after {budget:.0f} s "
+                        f"({SERVER_BUILD_BASE_S:g} s + {SERVER_BUILD_PER_TAG_S * 1000:g} ms per tag): "
+                        f"{self._built.value:,} tags built"
+                    )
+        except BaseException:
             self.close()
-            raise TimeoutError("benchmark: the OPC UA server did not start")
+            raise
+        self.build_s = time.monotonic() - t0
 
     @property
     def rounds(self) -> int:
@@ -185,6 +220,7 @@ class _TagServer:
         self._process.join(30)
         if self._process.is_alive():
             self._process.kill()
+            self._process.join(10)
 
     def gateway_config(self) -> GatewayConfig:
         return parse_config(
@@ -205,9 +241,9 @@ class _TagServer:
 
 
 def _serve_changing_tags(
-    *, port: int, tags: int, period_s: float, max_rounds: int, ready: Any, go: Any, rounds: Any, stop: Any
+    *, port: int, tags: int, period_s: float, max_rounds: int, ready: Any, go: Any, rounds: Any, stop: Any, built: Any
 ) -> None:
-    """The child process of :class:`_TagServer`."""
+    """The child process of :class:`_TagServer`; ``built`` counts the tags added so far."""
     from asyncua import Server, ua
 
     async def main() -> None:
@@ -218,7 +254,14 @@ def _serve_changing_tags(
         folder = await server.nodes.objects.add_folder(ns, "Plant")
         for part in ("plant-1", "a", "l", "m0"):
             folder = await folder.add_folder(ns, part)
-        nodes = [(await folder.add_variable(ns, f"tag{i:05d}", 0.0)).nodeid for i in range(tags)]
+        nodes = []
+        for i in range(tags):
+            nodes.append((await folder.add_variable(ns, f"tag{i:05d}", 0.0)).nodeid)
+            if i % 500 == 499:
+                built.value = i + 1
+                if stop.is_set():  # the parent gave up waiting (build budget): no server
+                    return
+        built.value = tags
         await server.start()
         ready.set()
         try:
@@ -272,22 +315,24 @@ def _opcua(settings: Settings, state: Path, tags: int, rounds: int) -> tuple[flo
 
 
 def _opcua_tags_sustained(
-    settings: Settings, state: Path, tag_counts: list[int], seconds: float, console: Console
-) -> tuple[int, list[dict[str, Any]]]:
+    settings: Settings, state: Path, tag_counts: list[int], seconds: float, console: Console, *, out: dict[str, Any]
+) -> None:
     """The most tags (all changing once a second) one gateway forwards to Kafka in real time.
 
     Counts are tried in increasing order until one is not sustained (see :func:`_opcua_ceiling_run`).
+    Results go into ``out`` as each count finishes, so a count that cannot run (its server
+    not built in time, say) leaves the ones before it reported.
     """
-    sustained = 0
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = out.setdefault("opcua_ceiling", [])
+    out["opcua_tags_sustained"] = 0
+    out["opcua_tags_sustained_rule"] = f"all change 1/s; all in Kafka <= {CATCH_UP_S:g} s after the last change"
     for tags in tag_counts:
-        with console.status(f"OPC UA tag ceiling: {tags:,} tags"):
-            row = _opcua_ceiling_run(settings, state, tags, seconds)
+        console.print(f"  OPC UA tag ceiling: {tags:,} tags")
+        row = _opcua_ceiling_run(settings, state, tags, seconds)
         rows.append(row)
         if not row["sustained"]:
             break
-        sustained = tags
-    return sustained, rows
+        out["opcua_tags_sustained"] = tags
 
 
 def _opcua_ceiling_run(settings: Settings, state: Path, tags: int, seconds: float) -> dict[str, Any]:
@@ -297,6 +342,7 @@ def _opcua_ceiling_run(settings: Settings, state: Path, tags: int, seconds: floa
     change in Kafka within ``CATCH_UP_S`` of the last one.
     """
     server = _TagServer(tags, period_s=1.0)
+    build_s = server.build_s
     try:
         topic = f"bench-ceil-{server.port}"
         with _gateway(_settings(settings, state, f"opcua-ceiling-{tags}"), server.gateway_config(), topic) as gw:
@@ -319,6 +365,7 @@ def _opcua_ceiling_run(settings: Settings, state: Path, tags: int, seconds: floa
         server.close()
     return {
         "tags": tags,
+        "server_build_s": round(build_s, 1),
         "server_rounds_per_s": round(server_pace, 2),
         "catch_up_s": None if catch_up is None else round(catch_up, 2),
         "sustained": catch_up is not None and server_pace >= 0.9,
@@ -400,48 +447,165 @@ def _replay(settings: Settings, state: Path, events: int) -> float:
     return events / seconds
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    status: str  # ok | failed | interrupted | skipped
+    seconds: float
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 1)}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class StepRunner:
+    """Runs benchmark steps so that one failing is recorded and the others still run.
+
+    A step is ``step(out)``: it puts its figures into ``out`` as it measures them, so a
+    step that fails half-way keeps what it had (the tag ceiling's counts before the one
+    that could not run).  Exceptions are recorded as ``failed`` with their message and
+    their traceback printed; Ctrl-C marks the running step ``interrupted``, skips the
+    rest and still leaves the report to be printed.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.figures: dict[str, Any] = {}
+        self.steps: dict[str, StepOutcome] = {}
+        self.interrupted = False
+
+    def run(self, name: str, description: str, step: Callable[[dict[str, Any]], Any], *, always: bool = False) -> bool:
+        """Run one step; True if it completed.  ``always``: also after an interrupt (clean-up)."""
+        if self.interrupted and not always:
+            self.skip(name, "not run: the benchmark was interrupted")
+            return False
+        out: dict[str, Any] = {}
+        t0 = time.monotonic()
+        try:
+            with self.console.status(description):
+                step(out)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.steps[name] = StepOutcome("interrupted", time.monotonic() - t0, "interrupted (Ctrl-C)")
+            return False
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.steps[name] = StepOutcome("failed", time.monotonic() - t0, error)
+            self.console.print(f"step {name} failed: {error}", style="red", markup=False, highlight=False)
+            self.console.print("".join(traceback.format_exception(exc)[-12:]), markup=False, highlight=False)
+            return False
+        finally:
+            self.figures.update(out)
+        self.steps[name] = StepOutcome("ok", time.monotonic() - t0)
+        return True
+
+    def skip(self, name: str, reason: str) -> None:
+        self.steps[name] = StepOutcome("skipped", 0.0, reason)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, outcome in self.steps.items() if outcome.status != "ok"]
+
+
+def finish(
+    runner: StepRunner, console: Console, *, params: dict[str, Any], quick: bool, write: bool = True
+) -> dict[str, Any]:
+    """The report: figures + per-step outcome, written to the results file and printed.
+
+    Always complete in form: a failed step shows as failed (``failed_steps``), its
+    figures are those it got before failing, and every other step's figures are there.
+    """
+    figures: dict[str, Any] = {
+        "quick": quick,
+        **params,
+        **{k: v for k, v in runner.figures.items() if k != "opcua_ceiling"},
+        "steps": {name: outcome.as_dict() for name, outcome in runner.steps.items()},
+        "failed_steps": runner.failed,
+    }
+    ceiling_rows: list[dict[str, Any]] = runner.figures.get("opcua_ceiling", [])
+    if write:
+        write_results("gateway", {**figures, "opcua_ceiling": ceiling_rows}, quick=quick)
+    table = Table("figure", "value", title="edge gateway -> Kafka (durable buffer, acks=all)")
+    for key, value in figures.items():
+        if key in ("steps", "failed_steps"):
+            continue
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    console.print(table)
+    steps = Table("step", "status", "seconds", "error", title="steps")
+    for name, outcome in runner.steps.items():
+        status = outcome.status if outcome.status == "ok" else f"[red]{outcome.status}[/red]"
+        steps.add_row(name, status, f"{outcome.seconds:.1f}", outcome.error[:160])
+    console.print(steps)
+    ceiling = Table("tags", "build s", "rounds/s", "catch-up s", "sustained", title="OPC UA tags, each changing 1/s")
+    for row in ceiling_rows:
+        cells = (row["server_build_s"], row["server_rounds_per_s"], row["catch_up_s"], row["sustained"])
+        ceiling.add_row(f"{row['tags']:,}", *(str(c) for c in cells))
+    console.print(ceiling)
+    if runner.failed:
+        console.print(f"steps that did not complete: {', '.join(runner.failed)}", style="red", markup=False)
+    return figures
+
+
 def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
-    """Run the benchmark; returns the figures (also written to benchmarks/results/gateway.json)."""
+    """Run the benchmark; returns the figures (also written to benchmarks/results/gateway.json).
+
+    ``failed_steps`` in the figures lists the steps that did not complete (``plantstream
+    bench`` exits 1 then); everything else measured is reported all the same.
+    """
     mqtt_messages = 5_000 if quick else 50_000
     tags, rounds = (1_000, 20) if quick else (4_000, 50)
     modbus_units, modbus_s = (8, 3.0) if quick else (20, 10.0)
     replay_events = 50_000 if quick else 500_000
     ceiling_counts, ceiling_s = ([500, 1_000], 5.0) if quick else ([2_000, 4_000, 8_000, 16_000, 32_000, 64_000], 10.0)
-    with ensure_running(settings, services=["seaweedfs", "tansu"]), tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        with console.status("MQTT -> Kafka"):
-            mqtt_rate = _mqtt(settings, state, mqtt_messages)
-        with console.status("OPC UA -> Kafka"):
-            opcua_rate, opcua_offered = _opcua(settings, state, tags, rounds)
-        with console.status("Modbus -> Kafka"):
-            modbus_rate = _modbus(settings, state, modbus_units, modbus_s)
-        with console.status("buffer replay -> Kafka"):
-            replay_rate = _replay(settings, state, replay_events)
-        tags_sustained, ceiling_rows = _opcua_tags_sustained(settings, state, ceiling_counts, ceiling_s, console)
-    figures: dict[str, Any] = {
-        "quick": quick,
-        "mqtt_events_per_s": round(mqtt_rate),
+    params: dict[str, Any] = {
         "mqtt_messages": mqtt_messages,
-        "opcua_events_per_s": round(opcua_rate),
-        "opcua_offered_events_per_s": round(opcua_offered),
         "opcua_tags": tags,
         "opcua_rounds": rounds,
-        "modbus_events_per_s": round(modbus_rate),
         "modbus_devices": modbus_units,
         "modbus_poll_interval_s": 0.01,
-        "replay_events_per_s": round(replay_rate),
         "replay_events": replay_events,
-        "opcua_tags_sustained": tags_sustained,
-        "opcua_tags_sustained_rule": f"all change 1/s; all in Kafka <= {CATCH_UP_S:g} s after the last change",
     }
-    write_results("gateway", {**figures, "opcua_ceiling": ceiling_rows}, quick=quick)
-    table = Table("figure", "value", title="edge gateway -> Kafka (durable buffer, acks=all)")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
-    console.print(table)
-    ceiling = Table("tags", "server rounds/s", "catch-up s", "sustained", title="OPC UA tags, each changing 1/s")
-    for row in ceiling_rows:
-        cells = (row["server_rounds_per_s"], row["catch_up_s"], row["sustained"])
-        ceiling.add_row(f"{row['tags']:,}", *(str(c) for c in cells))
-    console.print(ceiling)
-    return figures
+    runner = StepRunner(console)
+    stack = contextlib.ExitStack()
+    try:
+        platform_up = runner.run(
+            "platform",
+            "starting / checking S3 + Kafka",
+            lambda _out: stack.enter_context(ensure_running(settings, services=["seaweedfs", "tansu"])),
+        )
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+
+        def mqtt(out: dict[str, Any]) -> None:
+            out["mqtt_events_per_s"] = round(_mqtt(settings, state, mqtt_messages))
+
+        def opcua(out: dict[str, Any]) -> None:
+            rate, offered = _opcua(settings, state, tags, rounds)
+            out["opcua_events_per_s"], out["opcua_offered_events_per_s"] = round(rate), round(offered)
+
+        def modbus(out: dict[str, Any]) -> None:
+            out["modbus_events_per_s"] = round(_modbus(settings, state, modbus_units, modbus_s))
+
+        def replay(out: dict[str, Any]) -> None:
+            out["replay_events_per_s"] = round(_replay(settings, state, replay_events))
+
+        def ceiling(out: dict[str, Any]) -> None:
+            _opcua_tags_sustained(settings, state, ceiling_counts, ceiling_s, console, out=out)
+
+        steps: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
+            ("mqtt", "MQTT -> Kafka", mqtt),
+            ("opcua_burst", "OPC UA -> Kafka", opcua),
+            ("modbus", "Modbus -> Kafka", modbus),
+            ("buffer_replay", "buffer replay -> Kafka", replay),
+            ("opcua_ceiling", "OPC UA tag ceiling search", ceiling),
+        ]
+        for name, description, step in steps:
+            if platform_up:
+                runner.run(name, description, step)
+            else:
+                runner.skip(name, "not run: the platform did not start")
+    finally:
+        # Stopping what the benchmark started is part of the run: a failure there is reported too.
+        runner.run("cleanup", "stopping what the benchmark started", lambda _out: stack.close(), always=True)
+    return finish(runner, console, params=params, quick=quick)

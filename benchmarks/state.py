@@ -38,12 +38,13 @@ from plantstream.benchmarks.results_file import write_results
 from plantstream.benchmarks.telemetry_load import SIGNALS, produce, reading
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
-from plantstream.contract.topics import message_key
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import TELEMETRY, message_key, topic_name
 from plantstream.services.isolated import isolated_settings
 from plantstream.services.supervisor import CORE_SERVICES, LocalPlatform
 from plantstream.settings import Settings
 from plantstream.streaming.kafka_source import RawBatch
-from plantstream.streaming.telemetry_decode import TelemetryDecoder
+from plantstream.streaming.stream_decode import StreamDecoder
 from plantstream.streaming.windowing import PartitionWindows, WindowConfig
 
 POOL, ACTIVE = 100, 20
@@ -96,7 +97,7 @@ def _hour_of_events(hour: int, seqs: list[int], start_ms: int) -> list[Telemetry
 def _state_machine(days: int) -> list[dict[str, Any]]:
     config = WindowConfig(window_seconds=(60, 300), allowed_lateness_ms=30_000, idle_key_expiry_ms=1_800_000)
     windows = PartitionWindows(config)
-    decoder = TelemetryDecoder()
+    decoder = StreamDecoder(TELEMETRY_STREAM, max_event_time_ahead_s=300)
     codec = Codec(Telemetry)
     seqs = [0] * POOL
     offset = 0
@@ -143,12 +144,12 @@ def _restore_seconds(config: WindowConfig, blob: bytes) -> float:
 
 # -- part 2: the real flow, restarted every day -----------------------------------------
 def _real_flow(settings: Settings, console: Console, days: int) -> list[dict[str, Any]]:
-    from plantstream.streaming.runner import prepare_telemetry_flow, recovery_dir, run_cluster_timed
+    from plantstream.streaming.runner import prepare_flow, recovery_dir, run_cluster_timed
 
-    prepare_telemetry_flow(settings)
+    prepare_flow(settings)
     codec = Codec(Telemetry)
     producer = kafka_producer(settings)
-    topic = settings.stream.telemetry_topic
+    topic = topic_name(settings, TELEMETRY)
     seqs = [0] * POOL
     start_ms = (int(time.time() * 1000) - (days + 1) * DAY_MS) // DAY_MS * DAY_MS
     out = []

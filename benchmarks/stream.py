@@ -46,7 +46,8 @@ from plantstream.benchmarks.telemetry_load import SIGNALS, produce, reading
 from plantstream.connect.kafka import consumer as kafka_consumer
 from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.contract import Codec, Telemetry
-from plantstream.contract.topics import message_key
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import TELEMETRY, message_key, topic_name
 from plantstream.services.isolated import isolated_settings
 from plantstream.services.supervisor import CORE_SERVICES, LocalPlatform
 from plantstream.settings import Settings
@@ -82,7 +83,7 @@ def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
 
 
 def _measure(settings: Settings, console: Console, events: int, quix_prefix: int, tmp: Path) -> dict[str, Any]:
-    topic = settings.stream.telemetry_topic
+    topic = topic_name(settings, TELEMETRY)
     with console.status(f"producing {events:,} telemetry events"):
         produce_s = _preload(settings, events)
     console.log(f"pre-loaded {events:,} events into {topic} in {produce_s:.1f}s")
@@ -132,18 +133,17 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
 def _platform_settings(state_dir: Path) -> Settings:
     return isolated_settings(
         state_dir,
-        kafka={"local_storage": "memory", "default_partitions": PARTITIONS},
-        stream={"telemetry_topic": "bench.telemetry"},
+        kafka={"local_storage": "memory", "default_partitions": PARTITIONS, "topic_prefix": "bench."},
     )
 
 
 def _preload(settings: Settings, events: int) -> float:
     """Produce ``events`` telemetry messages (time order, machines interleaved)."""
-    from plantstream.streaming.runner import prepare_telemetry_flow
+    from plantstream.streaming.runner import prepare_flow
 
-    prepare_telemetry_flow(settings)
+    prepare_flow(settings)
     codec = Codec(Telemetry)
-    topic = settings.stream.telemetry_topic
+    topic = topic_name(settings, TELEMETRY)
     base = (int(time.time() * 1000) - 2 * 3_600_000) // 300_000 * 300_000
     keys = [message_key(f"m-{m:03d}") for m in range(MACHINES)]
     seqs = [0] * MACHINES
@@ -233,9 +233,6 @@ def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) 
     run_settings = settings.model_copy(
         update={
             "state_dir": tmp / name,
-            "stream": settings.stream.model_copy(
-                update={"dead_letter_topic": f"{name}.deadletter", "late_topic": f"{name}.late"}
-            ),
             "hotstore": settings.hotstore.model_copy(update={"database": name}),
             "lake": settings.lake.model_copy(update={"prefix": f"bench/{name}"}),
         }
@@ -257,7 +254,7 @@ def _verify(settings: Settings, stats: dict[str, int], events: int) -> None:
 
     from plantstream.connect.hotstore import hotstore_client
     from plantstream.connect.s3 import delta_storage_options
-    from plantstream.streaming.bronze_sink import bronze_telemetry_uri
+    from plantstream.streaming.bronze_sink import bronze_uri
 
     db = settings.hotstore.database
     client = hotstore_client(settings)
@@ -268,7 +265,7 @@ def _verify(settings: Settings, stats: dict[str, int], events: int) -> None:
         )
     finally:
         client.close()
-    bronze = DeltaTable(bronze_telemetry_uri(settings), storage_options=delta_storage_options(settings))
+    bronze = DeltaTable(bronze_uri(settings, TELEMETRY_STREAM), storage_options=delta_storage_options(settings))
     bronze_rows = int(pa.table(bronze.get_add_actions(flatten=True)).column("num_records").to_numpy().sum())
     problems = {
         name: value

@@ -1,15 +1,18 @@
 """The durable store-and-forward buffer: SQLite in WAL mode with ``synchronous=FULL``.
 
-One database file holds the buffered events, the per-machine sequence numbers, the
-source-time watermarks, the overflow record and the last Kafka offsets the gateway
-saw delivered.  Events, sequence numbers and watermarks are written in one
-transaction, and that transaction is fsynced before the readings count as collected
-(and before MQTT messages are acknowledged): after ``kill -9`` or a power cut the
-buffer, the numbering and the dedup state agree.
+One database file holds the buffered events of every stream (telemetry, machine
+events, parts, energy: each row names its stream), the per-machine, per-stream sequence
+numbers, the source-time watermarks, what the machine tracker remembers (last state and
+counter values: :mod:`plantstream.edge.machine_tracker`), the overflow record and the
+last Kafka offsets the gateway saw delivered.  Events, sequence numbers, watermarks and
+tracker memory are written in one transaction, and that transaction is fsynced before
+the observations count as collected (and before MQTT messages are acknowledged): after
+``kill -9`` or a power cut the buffer, the numbering, the counters and the dedup state
+agree.
 
 Rows are deleted only after Kafka's delivery report; they are replayed in ``id`` order,
-which is sequence order per machine because numbers are taken in the same order rows
-are inserted.
+which is sequence order per machine and stream because numbers are taken in the same
+order rows are inserted.
 
 Overflow (``buffer_max_events`` / ``buffer_max_mb``):
 
@@ -36,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from plantstream.contract import Codec, Telemetry
-from plantstream.edge.collectors.base import Reading
-from plantstream.edge.normalize import Identity, to_telemetry
+from plantstream.contract import Codec
+from plantstream.contract.streams import STREAMS
+from plantstream.edge.collectors.base import Observation, Reading
+from plantstream.edge.machine_tracker import MachineTracker, PartsFrom
+from plantstream.edge.normalize import Identity, derived_event, to_telemetry
 from plantstream.edge.sequencer import Sequencer
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest"]
@@ -47,7 +52,8 @@ ROW_OVERHEAD = 48
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, machine_id TEXT NOT NULL,"
-    " seq INTEGER NOT NULL, protocol TEXT NOT NULL, read_ts INTEGER NOT NULL, payload BLOB NOT NULL)",
+    " seq INTEGER NOT NULL, protocol TEXT NOT NULL, read_ts INTEGER NOT NULL, payload BLOB NOT NULL,"
+    " stream TEXT NOT NULL DEFAULT 'telemetry')",
     "CREATE TABLE IF NOT EXISTS dropped (machine_id TEXT PRIMARY KEY, count INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS kafka_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL,"
     " last_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition))",
@@ -58,7 +64,7 @@ _SCHEMA = (
 class Pending:
     identity: Identity
     protocol: str
-    reading: Reading
+    reading: Observation
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,7 @@ class Row:
     seq: int
     protocol: str
     payload: bytes
+    stream: str = "telemetry"
 
 
 @dataclass
@@ -93,13 +100,16 @@ class EdgeStore:
         max_bytes: int = 1 << 30,
         policy: OverflowPolicy = "drop_oldest",
         readonly: bool = False,
+        energy_interval_ms: int = 60_000,
+        parts_from: dict[str, PartsFrom] | None = None,
     ) -> None:
         self.path = path
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.policy: OverflowPolicy = policy
-        self.codec = Codec(Telemetry)
+        self.codecs = {spec.name: Codec(spec.payload) for spec in STREAMS}
         self.sequencer = Sequencer()
+        self.tracker = MachineTracker(energy_interval_ms, dict(parts_from or {}))
         if readonly:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         else:
@@ -109,9 +119,15 @@ class EdgeStore:
             self.conn.execute("PRAGMA synchronous=FULL")
             for ddl in _SCHEMA:
                 self.conn.execute(ddl)
+            if "stream" not in [row[1] for row in self.conn.execute("PRAGMA table_info(events)")]:
+                # A buffer of a telemetry-only gateway: everything in it is telemetry.
+                self.conn.execute("ALTER TABLE events ADD COLUMN stream TEXT NOT NULL DEFAULT 'telemetry'")
             Sequencer.create_schema(self.conn)
+            MachineTracker.create_schema(self.conn)
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.sequencer.load(self.conn)
+        if not readonly:
+            self.tracker.load(self.conn)
         count, size = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
         self.events = int(count)
         self.bytes = int(size) + ROW_OVERHEAD * self.events
@@ -126,27 +142,48 @@ class EdgeStore:
     # -- writing -------------------------------------------------------------------------
 
     def append(self, pending: list[Pending]) -> AppendResult:
-        """Sequence, encode and durably store readings (one fsynced transaction)."""
+        """Sequence, encode and durably store observations (one fsynced transaction).
+
+        Readings become telemetry; controller status and inspection results go through
+        the machine tracker, which turns them into machine events, parts and energy
+        readings, each numbered in its own stream.
+        """
         result = AppendResult()
-        rows: list[tuple[str, int, str, int, bytes]] = []
+        rows: list[tuple[str, int, str, int, bytes, str]] = []
         seq = self.sequencer
-        encode = self.codec.encode
+        encode_telemetry = self.codecs["telemetry"].encode
         for item in pending:
             r = item.reading
-            if seq.is_repeat(r.machine_id, r.signal, r.source_ts):
-                result.repeats[item.protocol] += 1
+            if isinstance(r, Reading):
+                if seq.is_repeat(r.machine_id, r.signal, r.source_ts):
+                    result.repeats[item.protocol] += 1
+                    continue
+                number = seq.take(r.machine_id, r.signal, r.source_ts)
+                payload = encode_telemetry(to_telemetry(item.identity, r, number))
+                rows.append((r.machine_id, number, item.protocol, r.read_ts, payload, "telemetry"))
                 continue
-            number = seq.take(r.machine_id, r.signal, r.source_ts)
-            rows.append(
-                (r.machine_id, number, item.protocol, r.read_ts, encode(to_telemetry(item.identity, r, number)))
-            )
+            for derived in self.tracker.observe(r):
+                number = seq.take_stream(r.machine_id, derived.stream)
+                event = derived_event(item.identity, derived, number)
+                rows.append(
+                    (
+                        r.machine_id,
+                        number,
+                        item.protocol,
+                        derived.read_ts,
+                        self.codecs[derived.stream].encode(event),
+                        derived.stream,
+                    )
+                )
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             rows = self._make_room(rows, result)
             self.conn.executemany(
-                "INSERT INTO events (machine_id, seq, protocol, read_ts, payload) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT INTO events (machine_id, seq, protocol, read_ts, payload, stream) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             seq.persist(self.conn)
+            self.tracker.persist(self.conn)
             if result.dropped:
                 self.conn.executemany(
                     "INSERT INTO dropped VALUES (?, ?) ON CONFLICT (machine_id)"
@@ -157,7 +194,9 @@ class EdgeStore:
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            self.sequencer.load(self.conn)  # the numbers taken above were not stored: take them again
+            # The numbers and counter steps taken above were not stored: take them again.
+            self.sequencer.load(self.conn)
+            self.tracker.load(self.conn)
             self._recount()
             raise
         for row in rows:
@@ -167,15 +206,15 @@ class EdgeStore:
         return result
 
     def _make_room(
-        self, rows: list[tuple[str, int, str, int, bytes]], result: AppendResult
-    ) -> list[tuple[str, int, str, int, bytes]]:
+        self, rows: list[tuple[str, int, str, int, bytes, str]], result: AppendResult
+    ) -> list[tuple[str, int, str, int, bytes, str]]:
         incoming = sum(len(r[4]) + ROW_OVERHEAD for r in rows)
         over_events = self.events + len(rows) - self.max_events
         over_bytes = self.bytes + incoming - self.max_bytes
         if over_events <= 0 and over_bytes <= 0:
             return rows
         if self.policy == "drop_newest":
-            keep: list[tuple[str, int, str, int, bytes]] = []
+            keep: list[tuple[str, int, str, int, bytes, str]] = []
             events, size = self.events, self.bytes
             for row in rows:
                 cost = len(row[4]) + ROW_OVERHEAD
@@ -214,7 +253,7 @@ class EdgeStore:
         return [
             Row(*r)
             for r in self.conn.execute(
-                "SELECT id, machine_id, seq, protocol, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, machine_id, seq, protocol, payload, stream FROM events WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit),
             )
         ]
@@ -252,12 +291,18 @@ class EdgeStore:
     def kafka_offsets(self, topic: str) -> dict[int, int]:
         return dict(self.conn.execute("SELECT partition, last_offset FROM kafka_offsets WHERE topic = ?", (topic,)))
 
-    def buffered_keys(self) -> dict[tuple[str, int], int]:
-        """``(machine_id, seq) -> row id`` of every buffered event (for reconciliation)."""
-        return {(m, s): i for i, m, s in self.conn.execute("SELECT id, machine_id, seq FROM events")}
+    def buffered_keys(self) -> dict[str, dict[tuple[str, int], int]]:
+        """Per stream, ``(machine_id, seq) -> row id`` of every buffered event (for reconciliation)."""
+        out: dict[str, dict[tuple[str, int], int]] = {}
+        for i, m, s, stream in self.conn.execute("SELECT id, machine_id, seq, stream FROM events"):
+            out.setdefault(stream, {})[(m, s)] = i
+        return out
 
-    def min_read_ts(self) -> int | None:
-        row = self.conn.execute("SELECT MIN(read_ts) FROM events").fetchone()
+    def min_read_ts(self, stream: str | None = None) -> int | None:
+        sql, args = "SELECT MIN(read_ts) FROM events", ()
+        if stream is not None:
+            sql, args = sql + " WHERE stream = ?", (stream,)
+        row = self.conn.execute(sql, args).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     # -- reporting -----------------------------------------------------------------------
@@ -266,14 +311,14 @@ class EdgeStore:
         row = self.conn.execute("SELECT read_ts FROM events ORDER BY id LIMIT 1").fetchone()
         return BufferStats(self.events, self.bytes, None if row is None else int(row[0]))
 
-    def produced(self) -> dict[str, int]:
-        """``machine_id -> next sequence number``: the gateway produced ``0 .. next-1``."""
-        return dict(self.conn.execute("SELECT machine_id, next_seq FROM sequences"))
+    def produced(self) -> dict[tuple[str, str], int]:
+        """``(machine_id, stream) -> next sequence number``: the gateway produced ``0 .. next-1``."""
+        return {(m, s): n for m, s, n in self.conn.execute("SELECT machine_id, stream, next_seq FROM sequences")}
 
-    def pending_seqs(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for machine_id, number in self.conn.execute("SELECT machine_id, seq FROM events ORDER BY id"):
-            out.setdefault(machine_id, []).append(number)
+    def pending_seqs(self) -> dict[tuple[str, str], list[int]]:
+        out: dict[tuple[str, str], list[int]] = {}
+        for machine_id, stream, number in self.conn.execute("SELECT machine_id, stream, seq FROM events ORDER BY id"):
+            out.setdefault((machine_id, stream), []).append(number)
         return out
 
     def dropped_counts(self) -> dict[str, int]:

@@ -39,8 +39,11 @@ class OpcUaOptions(_Model):
 
 
 class MqttOptions(_Model):
-    #: Default ``plantstream/v1/<site>/<area>/<line>/<machine_id>/telemetry``.
+    #: Default ``plantstream/v1/<site>/<area>/<line>/<machine_id>/telemetry``; the machine's
+    #: ``state`` and ``quality`` topics sit beside it (docs/edge-protocols.md).
     topic: str | None = None
+    state_topic: str | None = None
+    quality_topic: str | None = None
     #: Signals to mark stale when the machine goes silent (default: those seen so far).
     signals: list[str] = Field(default_factory=list)
 
@@ -67,6 +70,14 @@ class MachineConfig(_Model):
     opcua: OpcUaOptions = OpcUaOptions()
     mqtt: MqttOptions = MqttOptions()
     modbus: ModbusOptions = ModbusOptions()
+    #: Where the machine's parts come from: its part counters, or one inspection result per
+    #: part where the device publishes them (default: inspections for MQTT, counters otherwise).
+    #: Never both, or every part would be counted twice.
+    parts_from: Literal["counters", "inspections"] | None = None
+
+    @property
+    def parts_source(self) -> Literal["counters", "inspections"]:
+        return self.parts_from or ("inspections" if self.protocol == "mqtt" else "counters")
 
     @model_validator(mode="after")
     def _endpoint_matches_protocol(self) -> MachineConfig:

@@ -22,13 +22,21 @@ Three failure modes need more than librdkafka's own retries:
   events whose ``(machine_id, seq)`` is already there.  Kafka therefore holds each
   event once, even across ``kill -9``; if reconciliation cannot finish in time the
   gateway resends anyway (at-least-once; the sinks deduplicate on ``(machine_id, seq)``).
+* **Acknowledged, then lost.**  The local broker, restarted after ``kill -9`` while a
+  consumer was reading, acknowledged writes at offsets that already held other records
+  and kept none of them (docs/platform.md has the figures).  So every row sent in the
+  first ``edge.verify_after_reconnect_s`` after a (re)connection is *held* after its
+  acknowledgement, not deleted: once the window has passed and nothing is in flight, the
+  forwarder reads those offsets back and deletes the rows it finds there; the others are
+  counted (``plantstream_edge_lost_after_ack_total``), logged and resent - under a new
+  window, until Kafka holds them.  A gateway killed meanwhile reconciles the held rows
+  at its next start like any unsettled ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -39,11 +47,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from plantstream.connect.kafka import consumer, producer
-from plantstream.contract import Codec, Telemetry
-from plantstream.contract.topics import TELEMETRY, ensure_topics, message_key
+from plantstream.connect.kafka_scan import NotReadToEndError, scan_keys
+from plantstream.connect.topics import ensure_topics
+from plantstream.contract import Codec
+from plantstream.contract.streams import STREAMS
+from plantstream.contract.topics import message_key, topic_name
 from plantstream.edge.buffer import EdgeStore, Row
 from plantstream.edge.collectors.base import Backoff, sleep_or_stop
-from plantstream.edge.kafka_scan import NotReadToEndError, scan_keys
 from plantstream.edge.metrics import GatewayMetrics
 from plantstream.settings import Settings
 
@@ -51,6 +61,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_IN_FLIGHT = 50_000
+#: Rows held for read-back before verification starts anyway (bounds the held set's memory).
+MAX_HELD = 200_000
 RECONCILE_TIMEOUT_S = 60.0
 #: The oldest buffered read time is moved back by this much to find its first possible offset.
 CLOCK_MARGIN_MS = 60_000
@@ -63,16 +75,15 @@ class Forwarder:
         store: EdgeStore,
         db: Executor,
         metrics: GatewayMetrics,
-        *,
-        topic: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.db = db
         self.metrics = metrics
-        self.topic = topic or settings.stream.telemetry_topic
+        self.topics = {spec.name: topic_name(settings, spec.topic) for spec in STREAMS}
+        self._stream_of_topic = {topic: stream for stream, topic in self.topics.items()}
         self.wake = asyncio.Event()
-        self.codec = Codec(Telemetry)
+        self.codecs = {spec.name: Codec(spec.payload) for spec in STREAMS}
         self._producer: Any = None
         self._generation = 0
         self._last_sent_id = 0
@@ -85,11 +96,20 @@ class Forwarder:
         self._verify_all = False
         self.connected = False
         self.delivered_total = 0
+        self._verify_until: float | None = None  # monotonic end of the window after a (re)connection
+        self._keys: dict[int, tuple[str, int]] = {}  # row id -> (machine_id, seq), sent in the window
+        self._held: list[tuple[int, str, int, int | None, str]] = []  # delivered in the window, not yet read back
+        self.delivered: Counter[str] = Counter()  # per stream, in this gateway's life
+
+    @property
+    def verifying(self) -> bool:
+        """Rows sent now would be held for read-back (the window after a (re)connection)."""
+        return self._verify_until is not None or bool(self._held)
 
     @property
     def in_flight(self) -> int:
-        """Events handed to the producer whose delivery is not settled yet."""
-        return len(self._in_flight) + len(self._delivered)
+        """Events handed to the producer whose delivery is not settled (or not yet read back)."""
+        return len(self._in_flight) + len(self._delivered) + len(self._held)
 
     async def _run_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.db, fn, *args)
@@ -131,9 +151,9 @@ class Forwarder:
 
     async def _connect(self) -> None:
         """Create the topic if needed, reconcile what is already in Kafka, then a fresh producer."""
-        spec = dataclasses.replace(TELEMETRY, name=self.topic)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: ensure_topics(self.settings, (spec,), timeout_s=5.0))
+        topics = tuple(spec.topic for spec in STREAMS)
+        await loop.run_in_executor(None, lambda: ensure_topics(self.settings, topics, timeout_s=5.0))
         removed = await loop.run_in_executor(None, self._reconcile)
         if removed:
             self.metrics.reconciled.inc(removed)
@@ -147,47 +167,59 @@ class Forwarder:
         self._fatal = False
         self._broker_lost = False
         self._progress_at = time.monotonic()
+        self._open_verify_window()
         self.connected = True
         self.metrics.kafka_up.set(1)
 
-    def _reconcile(self) -> int:
-        """Delete buffered rows whose (machine_id, seq) Kafka already holds (runs in a worker thread)."""
-        from concurrent.futures import Future
+    def _open_verify_window(self) -> None:
+        window = self.settings.edge.verify_after_reconnect_s
+        self._verify_until = time.monotonic() + window if window > 0 else None
+        self._keys.clear()
+        self._held.clear()
 
-        from confluent_kafka import OFFSET_END, TopicPartition
+    def _reconcile(self) -> int:
+        """Delete buffered rows whose (machine_id, seq) their stream's topic already holds
+        (runs in a worker thread)."""
+        from concurrent.futures import Future
 
         def on_db(fn: Callable[..., T], *args: Any) -> T:
             fut: Future[T] = self.db.submit(fn, *args)
             return fut.result()
 
-        keys = on_db(self.store.buffered_keys)
-        if not keys:
-            return 0
+        keys_by_stream = on_db(self.store.buffered_keys)
+        found: list[int] = []
+        for stream, keys in keys_by_stream.items():
+            found += self._found_in_topic(self.topics[stream], keys, on_db(self.store.min_read_ts, stream) or 0, on_db)
+        return on_db(self.store.delete, found) if found else 0
+
+    def _found_in_topic(
+        self, topic: str, keys: dict[tuple[str, int], int], oldest: int, on_db: Callable[..., Any]
+    ) -> list[int]:
+        """Row ids of ``keys`` that ``topic`` holds, read from where they can first be."""
+        from confluent_kafka import OFFSET_END, TopicPartition
+
         # After an offset-less acknowledgement the copy may sit *before* the last offset seen
         # delivered (the broker kept the first attempt and later events went after it): search
         # every partition from the oldest buffered read time instead.
-        known = {} if self._verify_all else on_db(self.store.kafka_offsets, self.topic)
-        oldest = on_db(self.store.min_read_ts) or 0
+        known = {} if self._verify_all else on_db(self.store.kafka_offsets, topic)
         cons = consumer(
             self.settings,
             **{"group.id": f"{self.settings.kafka.client_id}-edge-reconcile", "enable.partition.eof": True},
         )
+        found: list[int] = []
         try:
-            meta = cons.list_topics(self.topic, timeout=10)
-            partitions = sorted(meta.topics[self.topic].partitions)
+            meta = cons.list_topics(topic, timeout=10)
+            partitions = sorted(meta.topics[topic].partitions)
             starts: list[Any] = []
-            by_time = [
-                TopicPartition(self.topic, p, max(oldest - CLOCK_MARGIN_MS, 0)) for p in partitions if p not in known
-            ]
+            by_time = [TopicPartition(topic, p, max(oldest - CLOCK_MARGIN_MS, 0)) for p in partitions if p not in known]
             if by_time:
                 starts += cons.offsets_for_times(by_time, timeout=10)
-            starts += [TopicPartition(self.topic, p, known[p] + 1) for p in partitions if p in known]
+            starts += [TopicPartition(topic, p, known[p] + 1) for p in partitions if p in known]
             starts = [tp for tp in starts if tp.offset >= 0 and tp.offset != OFFSET_END]
             if not starts:
-                return 0
-            found: list[int] = []
+                return []
             try:
-                for key in scan_keys(cons, self.topic, starts, RECONCILE_TIMEOUT_S):
+                for key in scan_keys(cons, topic, starts, RECONCILE_TIMEOUT_S):
                     row_id = None if key is None else keys.get((key.machine_id, key.seq))
                     if row_id is not None:
                         found.append(row_id)
@@ -195,7 +227,7 @@ class Forwarder:
                 log.warning("reconciliation did not reach the end of %s; resending (at-least-once)", exc.partitions)
         finally:
             cons.close()
-        return on_db(self.store.delete, found) if found else 0
+        return found
 
     def _drop_producer(self) -> None:
         old, self._producer = self._producer, None
@@ -215,7 +247,8 @@ class Forwarder:
         if prod is None:
             return False
         try:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: prod.list_topics(self.topic, timeout=3))
+            topic = self.topics["telemetry"]
+            await asyncio.get_running_loop().run_in_executor(None, lambda: prod.list_topics(topic, timeout=3))
         except Exception:
             return False
         return True
@@ -268,12 +301,73 @@ class Forwarder:
                 log.warning("Kafka producer made no progress with %d in flight; recreating it", len(self._in_flight))
                 self._drop_producer()
                 continue
+            if self._verify_due():
+                try:
+                    await self._verify_held()
+                except Exception:
+                    log.exception("verifying delivered events failed; recreating the producer (it reconciles)")
+                    self._drop_producer()
+                continue
             if not sent and not self._delivered:
                 self.wake.clear()
                 with_timeout = 0.05 if self._in_flight else 0.5
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=with_timeout)
         await self._shutdown()
+
+    def _verify_due(self) -> bool:
+        if self._verify_until is None or self._in_flight or self._delivered:
+            return False
+        return time.monotonic() >= self._verify_until or len(self._held) >= MAX_HELD
+
+    async def _verify_held(self) -> None:
+        """Read back what was delivered in the window; delete what Kafka holds, resend the rest."""
+        held, keys = self._held, self._keys
+        if not held:
+            self._keys, self._verify_until = {}, None
+            return
+        found = await asyncio.get_running_loop().run_in_executor(None, self._read_back, held, keys)
+        self._held, self._keys, self._verify_until = [], {}, None
+        if found is None:  # Kafka could not be read back: keep them; reconciliation will settle them
+            log.warning("could not read back %d delivered events; reconciling them with a fresh producer", len(held))
+            self._drop_producer()
+            return
+        self._delivered = [d for d in held if d[0] in found]
+        await self._settle_delivered()
+        missing = sorted(d[0] for d in held if d[0] not in found)
+        if missing:
+            self.metrics.lost_after_ack.inc(len(missing))
+            log.warning(
+                "Kafka acknowledged %d events it does not hold (read back after a reconnection); resending them",
+                len(missing),
+            )
+            self._last_sent_id = missing[0] - 1  # resend in id order: the missing rows, then what follows
+            self._open_verify_window()
+
+    def _read_back(
+        self, held: list[tuple[int, str, int, int | None, str]], keys: dict[int, tuple[str, int]]
+    ) -> set[int] | None:
+        """Row ids of ``held`` whose (machine_id, seq) their partitions hold between the offsets
+        Kafka gave them (one consumer over all the ranges at once)."""
+        from plantstream.connect.kafka_scan import NotReadToEndError, scan_ranges
+
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for _row, topic, partition, offset, _protocol in held:
+            if offset is not None and offset >= 0:
+                low, high = ranges.get((topic, partition), (offset, offset))
+                ranges[(topic, partition)] = (min(low, offset), max(high, offset))
+        cons = consumer(self.settings, **{"group.id": f"{self.settings.kafka.client_id}-edge-verify"})
+        try:
+            present = {
+                (topic, key.machine_id, key.seq)
+                for topic, key in scan_ranges(cons, ranges, timeout_s=RECONCILE_TIMEOUT_S)
+            }
+        except (NotReadToEndError, Exception) as exc:  # a broker gone again: settle by reconciliation
+            log.warning("reading back delivered events failed: %r", exc)
+            return None
+        finally:
+            cons.close()
+        return {row for row, topic, *_ in held if (topic, *keys.get(row, ("", -1))) in present}
 
     async def _stuck(self) -> bool:
         if not self._in_flight:
@@ -292,6 +386,8 @@ class Forwarder:
         prod = self._producer
         sent = 0
         room = MAX_IN_FLIGHT - len(self._in_flight)
+        if self._verify_until is not None and (time.monotonic() >= self._verify_until or len(self._held) >= MAX_HELD):
+            room = 0  # the window is over: let what is in flight settle, then read it back
         if room > 0:
             rows = await self._run_db(
                 self.store.read_after, self._last_sent_id, min(room, self.settings.edge.forward_batch)
@@ -306,9 +402,15 @@ class Forwarder:
         if not self._delivered:
             return
         done, self._delivered = self._delivered, []
+        if self._verify_until is not None:  # in the window: hold for read-back instead of deleting
+            self._held += [d for d in done if d[0] in self._keys]
+            done = [d for d in done if d[0] not in self._keys]
+            if not done:
+                return
         offsets: dict[tuple[str, int], int] = {}
         per_protocol: Counter[str] = Counter()
         for _row_id, topic, partition, offset, protocol in done:
+            self.delivered[self._stream_of_topic[topic]] += 1
             if offset is not None and offset >= 0:  # some brokers report no offset after a restart
                 offsets[(topic, partition)] = max(offsets.get((topic, partition), -1), offset)
             per_protocol[protocol] += 1
@@ -320,20 +422,23 @@ class Forwarder:
 
     def _produce(self, prod: Any, rows: list[Row]) -> int:
         now = time.time_ns() // 1_000_000
-        decode, encode = self.codec.decode, self.codec.encode
         generation = self._generation
         for row in rows:
-            value = encode(msgspec.structs.replace(decode(row.payload), ingest_ts=now))
+            codec = self.codecs[row.stream]
+            value = codec.encode(msgspec.structs.replace(codec.decode(row.payload), ingest_ts=now))
+            topic = self.topics[row.stream]
             callback = lambda err, msg, i=row.id, p=row.protocol, g=generation: self._on_delivery(i, p, g, err, msg)  # noqa: E731
             while True:
                 try:
-                    prod.produce(self.topic, value=value, key=message_key(row.machine_id), on_delivery=callback)
+                    prod.produce(topic, value=value, key=message_key(row.machine_id), on_delivery=callback)
                     break
                 except BufferError:
                     prod.poll(0.05)  # librdkafka's queue is full: serve callbacks, then retry
             if not self._in_flight:
                 self._progress_at = time.monotonic()
             self._in_flight.add(row.id)
+            if self._verify_until is not None:
+                self._keys[row.id] = (row.machine_id, row.seq)
             self._last_sent_id = row.id
         return len(rows)
 

@@ -17,19 +17,19 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from plantstream.edge.buffer import EdgeStore, Pending
-from plantstream.edge.collectors.base import Backoff, Reading, now_ms
+from plantstream.edge.collectors.base import Backoff, Observation, Reading, now_ms
 from plantstream.edge.config import GatewayConfig, load_config
 from plantstream.edge.forwarder import Forwarder
-from plantstream.edge.metrics import GatewayMetrics, MetricsServer
+from plantstream.edge.metrics import GatewayMetrics, MetricsServer, serve_gateway_metrics
 from plantstream.edge.normalize import Identity, stale_readings
 from plantstream.edge.staleness import StalenessTracker
-from plantstream.settings import Profile, Settings
+from plantstream.settings import Settings
 
 log = logging.getLogger(__name__)
 BUFFER_FILE = "buffer.sqlite"
@@ -44,7 +44,7 @@ def config_path(settings: Settings) -> Path:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, config: GatewayConfig, *, topic: str | None = None) -> None:
+    def __init__(self, settings: Settings, config: GatewayConfig) -> None:
         self.settings = settings
         self.config = config
         self.site = config.site or settings.site
@@ -54,12 +54,14 @@ class Gateway:
             max_events=edge.buffer_max_events,
             max_bytes=int(edge.buffer_max_mb * 1024 * 1024),
             policy=edge.overflow_policy,
+            energy_interval_ms=round(edge.energy_interval_s * 1000),
+            parts_from={m.machine_id: m.parts_source for m in config.machines},
         )
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-db")
         self.metrics = GatewayMetrics()
         self.machines = {m.machine_id: m for m in config.machines}
         self.identities = {m.machine_id: Identity(self.site, m.area, m.line, m.machine_id) for m in config.machines}
-        self.forwarder = Forwarder(settings, self.store, self.db, self.metrics, topic=topic)
+        self.forwarder = Forwarder(settings, self.store, self.db, self.metrics)
         self.staleness = StalenessTracker(
             {m.machine_id: m.interval_s for m in config.machines}, edge.stale_multiple, self._on_stale, self.metrics
         )
@@ -74,7 +76,9 @@ class Gateway:
 
     # -- Sink (called by collectors on the loop thread) ----------------------------------
 
-    def submit(self, protocol: str, readings: list[Reading], on_durable: Callable[[], None] | None = None) -> None:
+    def submit(
+        self, protocol: str, readings: Sequence[Observation], on_durable: Callable[[], None] | None = None
+    ) -> None:
         self._pending.append((protocol, readings, on_durable))
         self._pending_event.set()
 
@@ -196,9 +200,8 @@ class Gateway:
 
     async def run(self) -> None:
         """Run until :attr:`stop_event` is set, then shut down cleanly."""
-        if self.settings.edge.metrics_port:
-            host = "0.0.0.0" if self.settings.profile is Profile.PRODUCTION else "127.0.0.1"
-            self.metrics_server = MetricsServer(self.metrics, self.health, self.settings.edge.metrics_port, host)
+        if self.settings.metrics.enabled:
+            self.metrics_server = serve_gateway_metrics(self.settings, self.metrics, self.health)
         collectors = [asyncio.create_task(c) for c in self._collectors()]
         writer = asyncio.create_task(self._writer())
         forwarder = asyncio.create_task(self.forwarder.run(self.stop_event))
@@ -224,12 +227,12 @@ class Gateway:
             log.info("gateway stopped")
 
 
-def run_gateway(settings: Settings, config: GatewayConfig | None = None, *, topic: str | None = None) -> None:
+def run_gateway(settings: Settings, config: GatewayConfig | None = None) -> None:
     """Blocking entry point (CLI, ``python -m plantstream.edge``): runs until SIGTERM/SIGINT."""
     config = config or load_config(config_path(settings))
 
     async def main() -> None:
-        gateway = Gateway(settings, config, topic=topic)
+        gateway = Gateway(settings, config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.stop_event.set)
@@ -246,7 +249,7 @@ class GatewayInThread:
     its metrics directly).  ``stop()`` shuts it down as SIGTERM would.
     """
 
-    def __init__(self, settings: Settings, config: GatewayConfig, *, topic: str | None = None) -> None:
+    def __init__(self, settings: Settings, config: GatewayConfig) -> None:
         import threading
 
         self._loop = asyncio.new_event_loop()
@@ -254,7 +257,7 @@ class GatewayInThread:
         self._thread.start()
 
         async def make() -> Gateway:
-            return Gateway(settings, config, topic=topic)
+            return Gateway(settings, config)
 
         self.gateway: Gateway = asyncio.run_coroutine_threadsafe(make(), self._loop).result(30)
         self._done: Future[None] = asyncio.run_coroutine_threadsafe(self.gateway.run(), self._loop)

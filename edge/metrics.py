@@ -1,21 +1,24 @@
-"""Prometheus metrics and the ``/healthz`` document of the gateway.
+"""Prometheus metrics of the gateway, served with the one observability server.
 
 Each gateway gets its own :class:`CollectorRegistry` (several gateways can run in one
 test process).  Labels stay low-cardinality: ``protocol`` (3 values), ``reason``, and
 ``machine`` only on the two per-machine state gauges, whose cardinality is the plant's
-machine count (what a dashboard of connection states needs anyway).
+machine count (what a dashboard of connection states needs anyway); never machine x
+signal.  Names follow docs/observability.md; :func:`serve_gateway_metrics` serves them
+with ``/healthz`` on the port the registry assigns (``metrics_port(settings, "gateway")``).
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from plantstream.observability.server import MetricsServer, serve_component
+from plantstream.settings import Settings
+
+__all__ = ["GatewayMetrics", "MetricsServer", "serve_gateway_metrics"]
 
 
 class GatewayMetrics:
@@ -40,6 +43,14 @@ class GatewayMetrics:
         self.buffer_bytes = Gauge("plantstream_edge_buffer_bytes", "Approximate bytes in the local buffer", registry=r)
         self.buffer_oldest_age = Gauge(
             "plantstream_edge_buffer_oldest_age_seconds", "Age of the oldest buffered event (0 if empty)", registry=r
+        )
+        # The bounds next to the depth: "near its bound" is then one PromQL division,
+        # right whatever the gateway was configured with.
+        self.buffer_max_events = Gauge(
+            "plantstream_edge_buffer_max_events", "Configured bound of the buffer in events", registry=r
+        )
+        self.buffer_max_bytes = Gauge(
+            "plantstream_edge_buffer_max_bytes", "Configured bound of the buffer in bytes", registry=r
         )
         self.reconnects = Counter(
             "plantstream_edge_reconnects", "Peer connections re-established after a loss", ["protocol"], registry=r
@@ -71,6 +82,11 @@ class GatewayMetrics:
             "Buffered events found already in Kafka after a crash or producer change (not resent)",
             registry=r,
         )
+        self.lost_after_ack = Counter(
+            "plantstream_edge_lost_after_ack",
+            "Events Kafka acknowledged but did not hold when read back after a reconnection (resent)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -81,38 +97,10 @@ class GatewayMetrics:
         return 0.0 if got is None else float(got)
 
 
-class MetricsServer:
-    """``/metrics`` (Prometheus text) and ``/healthz`` (JSON; 200 if Kafka and every peer are up, else 503)."""
-
-    def __init__(
-        self, metrics: GatewayMetrics, health: Callable[[], dict[str, Any]], port: int, host: str = "127.0.0.1"
-    ) -> None:
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    body, status, ctype = metrics.exposition(), 200, CONTENT_TYPE_LATEST
-                elif self.path.startswith("/healthz"):
-                    doc = health()
-                    body = json.dumps(doc, sort_keys=True).encode()
-                    status, ctype = (200 if doc.get("ok") else 503), "application/json"
-                else:
-                    body, status, ctype = b"not found\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="edge-metrics", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def serve_gateway_metrics(
+    settings: Settings, metrics: GatewayMetrics, health: Callable[[], dict[str, Any]], index: int = 0
+) -> MetricsServer:
+    """Serve the gateway's ``/metrics`` and ``/healthz`` (200 if Kafka and every peer are up, else 503)."""
+    metrics.buffer_max_events.set(settings.edge.buffer_max_events)
+    metrics.buffer_max_bytes.set(settings.edge.buffer_max_mb * 1024 * 1024)
+    return serve_component(settings, "gateway", metrics.registry, index=index, health=health)

@@ -1,4 +1,5 @@
-"""Protocol readings -> the contract's :class:`Telemetry`.
+"""Observations -> contract events (:class:`Telemetry`, and the machine tracker's derived
+``MachineEvent``, ``QualityMetric`` and ``EnergyUsage``).
 
 The unit comes from the one signal catalogue (``plantstream.contract.signals``), so a
 reading from OPC UA, MQTT or Modbus looks the same downstream.  ``ingest_ts`` is left
@@ -12,8 +13,11 @@ import math
 from dataclasses import dataclass
 
 from plantstream.contract import Quality, Telemetry
+from plantstream.contract.events import _Event
 from plantstream.contract.signals import SIGNALS
+from plantstream.contract.streams import stream_named
 from plantstream.edge.collectors.base import Reading
+from plantstream.edge.machine_tracker import Derived
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +54,19 @@ def to_telemetry(identity: Identity, reading: Reading, seq: int) -> Telemetry:
 def stale_readings(machine_id: str, signals: list[str], read_ts: int) -> list[Reading]:
     """The explicit "no longer answering" marker: one stale reading per signal, no value."""
     return [Reading(machine_id, s, None, Quality.STALE, None, read_ts) for s in sorted(signals)]
+
+
+def derived_event(identity: Identity, derived: Derived, seq: int) -> _Event:
+    """The contract event of one of the tracker's outputs (its stream's payload type)."""
+    payload = stream_named(derived.stream).payload
+    return payload(
+        site=identity.site,
+        area=identity.area,
+        line=identity.line,
+        machine_id=identity.machine_id,
+        seq=seq,
+        source_ts=derived.source_ts,
+        read_ts=derived.read_ts,
+        ingest_ts=0,
+        **derived.fields,
+    )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from plantstream.assets import stream_outputs, telemetry_silver
+from plantstream.assets import cold, gold, silver, stream_outputs, warm
+from plantstream.orchestration import automation
 from plantstream.orchestration.jobs import defs as jobs_defs
 from plantstream.orchestration.resources import build_resources
 from plantstream.settings import load_settings
 
-DOMAINS = (stream_outputs.defs, telemetry_silver.defs, jobs_defs)
+DOMAINS = (stream_outputs.defs, silver.defs, gold.defs, warm.defs, jobs_defs, cold.defs, automation.defs)
 
 
 def build_definitions(settings=None) -> dg.Definitions:

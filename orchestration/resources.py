@@ -14,6 +14,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from plantstream.connect.hotstore import hotstore_client
 from plantstream.connect.s3 import delta_storage_options
+from plantstream.orchestration.warm_io import WarmTier
 from plantstream.settings import Settings
 
 
@@ -60,4 +61,4 @@ class HotStore:
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    return {"settings": settings, "lake": Lake(settings), "hotstore": HotStore(settings)}
+    return {"settings": settings, "lake": Lake(settings), "hotstore": HotStore(settings), "warm": WarmTier(settings)}

@@ -1,6 +1,7 @@
 """The main job on embedded defaults: plant -> Kafka -> dataflow -> hot store + bronze -> silver.
 
-Two sources put the plant's telemetry into Kafka:
+Two sources put the plant's four streams (telemetry, machine events, part quality,
+energy) into Kafka:
 
 * ``edge`` (the default): the shipped plant live over OPC UA, MQTT and Modbus, collected
   by the edge gateway (:mod:`plantstream.live_plant`); its gap report must show nothing
@@ -9,7 +10,9 @@ Two sources put the plant's telemetry into Kafka:
   faster than real time; :mod:`plantstream.simulator.kafka_producer`).
 
 Used by ``plantstream demo`` and by the end-to-end tests.  Counts are measured before
-and after, so a run reports what *it* added and consecutive runs add up.
+and after, so a run reports what *it* added and consecutive runs add up; every count is
+per stream (:data:`plantstream.contract.streams.STREAMS`), so a stream that loses or
+doubles events shows by name.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from plantstream.contract.streams import STREAMS, StreamSpec
 from plantstream.settings import Settings
 
 Progress = Callable[[str, int | None, int | None], None]  # (step, done, total)
@@ -27,83 +31,123 @@ Source = Literal["edge", "direct"]
 
 @dataclass(frozen=True)
 class StoreCounts:
+    """Rows of one stream in the hot store (deduplicated view), bronze and silver."""
+
     hot_rows: int
-    hot_windows: int
     bronze_rows: int
     silver_rows: int
+
+    def minus(self, before: StoreCounts) -> StoreCounts:
+        return StoreCounts(
+            self.hot_rows - before.hot_rows,
+            self.bronze_rows - before.bronze_rows,
+            self.silver_rows - before.silver_rows,
+        )
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One stream's counts of this run, hop by hop."""
+
+    produced: int  # handed to Kafka and acknowledged by the gateway / load generator
+    kafka: int  # read from Kafka by the dataflow
+    hot_rows: int
+    bronze_rows: int
+    silver_rows: int
+    gaps_missing: int  # sequence numbers produced that are neither in Kafka nor buffered
+    dead_letters: int
+
+    @property
+    def agrees(self) -> bool:
+        return (
+            self.produced == self.kafka == self.hot_rows == self.bronze_rows == self.silver_rows
+            and self.gaps_missing == 0
+        )
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    events_produced: int
-    kafka_events_consumed: int
-    dead_letters: int
-    late_events: int
-    hot_rows: int
+    streams: dict[str, StreamResult]
+    totals: dict[str, StoreCounts]  # per stream, everything the stores hold after the run
     hot_windows: int
-    bronze_rows: int
-    silver_rows: int
-    totals: StoreCounts
+    late_events: int
     machines: int
     platform_started_by_demo: bool
     platform_start_s: float
     wall_s: float
     source: Source = "edge"
     events_by_protocol: dict[str, int] = field(default_factory=dict)
-    gaps_missing: int = 0  # edge source: sequence numbers the gateway produced that never reached Kafka
+    ground_truth_parts: int | None = None  # parts the simulator made (edge source)
+    silver_parts: int | None = None  # good + scrap parts in silver quality for this run
+
+    @property
+    def telemetry(self) -> StreamResult:
+        return self.streams["telemetry"]
 
     @property
     def counts_agree(self) -> bool:
-        """Every produced reading is in Kafka, the hot store, bronze and silver exactly once
-        (and, from the edge, the gateway's gap report shows nothing missing)."""
-        return (
-            self.events_produced == self.kafka_events_consumed == self.hot_rows == self.bronze_rows == self.silver_rows
-            and self.gaps_missing == 0
-        )
+        """Every produced event of every stream is in Kafka, the hot store, bronze and silver
+        exactly once, the gateway's gap report shows nothing missing, and (from the edge)
+        the parts in silver are the parts the plant made."""
+        parts_agree = self.ground_truth_parts is None or self.ground_truth_parts == self.silver_parts
+        return all(s.agrees for s in self.streams.values()) and parts_agree
 
-    def summary(self) -> dict[str, int | float]:
+    def summary(self) -> dict[str, Any]:
         """The one-line JSON figures of ``plantstream demo --json`` (counts for this run)."""
+        t = self.telemetry
         return {
-            "events_produced": self.events_produced,
-            "hot_rows": self.hot_rows,
-            "bronze_rows": self.bronze_rows,
-            "silver_rows": self.silver_rows,
+            # Telemetry at the top level, as before the four streams.
+            "events_produced": t.produced,
+            "hot_rows": t.hot_rows,
+            "bronze_rows": t.bronze_rows,
+            "silver_rows": t.silver_rows,
+            "kafka_events_consumed": t.kafka,
+            "gaps_missing": t.gaps_missing,
+            "dead_letters": sum(s.dead_letters for s in self.streams.values()),
             "wall_s": round(self.wall_s, 2),
-            "kafka_events_consumed": self.kafka_events_consumed,
             "hot_windows": self.hot_windows,
-            "dead_letters": self.dead_letters,
             "late_events": self.late_events,
             "counts_agree": self.counts_agree,
             "source": self.source,
             "events_by_protocol": self.events_by_protocol,
-            "gaps_missing": self.gaps_missing,
-            "totals": asdict(self.totals),
+            "streams": {name: asdict(s) for name, s in self.streams.items()},
+            "ground_truth_parts": self.ground_truth_parts,
+            "silver_parts": self.silver_parts,
+            "totals": {name: asdict(c) for name, c in self.totals.items()},
         }
 
 
-def measure_counts(settings: Settings) -> StoreCounts:
-    """Row counts in the hot store (deduplicated view), bronze and silver."""
+def measure_counts(settings: Settings, streams: tuple[StreamSpec, ...] = STREAMS) -> dict[str, StoreCounts]:
+    """Per stream: rows in the hot store (deduplicated view), bronze and silver."""
     from plantstream.orchestration.resources import HotStore, Lake
 
     lake, hot = Lake(settings), HotStore(settings)
-    return StoreCounts(
-        hot_rows=int(hot.scalar("SELECT count() FROM telemetry_raw FINAL")),  # type: ignore[arg-type]
-        hot_windows=int(hot.scalar("SELECT count() FROM telemetry_windows FINAL")),  # type: ignore[arg-type]
-        bronze_rows=lake.row_count("bronze", "telemetry"),
-        silver_rows=lake.row_count("silver", "telemetry"),
-    )
+    return {
+        spec.name: StoreCounts(
+            hot_rows=int(hot.scalar(f"SELECT count() FROM {spec.hot_table} FINAL")),  # type: ignore[arg-type]
+            bronze_rows=lake.row_count("bronze", spec.name),
+            silver_rows=lake.row_count("silver", spec.name),
+        )
+        for spec in streams
+    }
+
+
+def count_windows(settings: Settings) -> int:
+    from plantstream.orchestration.resources import HotStore
+
+    return int(HotStore(settings).scalar("SELECT count() FROM telemetry_windows FINAL"))  # type: ignore[arg-type]
 
 
 def materialize_lakehouse(settings: Settings) -> None:
     """Observe the stream's outputs and materialise silver, in process."""
     import dagster as dg
 
+    from plantstream.assets.silver import SILVER_ASSETS
     from plantstream.assets.stream_outputs import stream_outputs
-    from plantstream.assets.telemetry_silver import telemetry_silver
     from plantstream.orchestration.resources import build_resources
 
     result = dg.materialize(
-        [stream_outputs, telemetry_silver],
+        [stream_outputs, *SILVER_ASSETS],
         resources=build_resources(settings),
         raise_on_error=True,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # progress is ours to show
@@ -113,34 +157,37 @@ def materialize_lakehouse(settings: Settings) -> None:
 
 
 @dataclass(frozen=True)
-class _Produced:
-    events: int
+class Produced:
+    """What a source handed to Kafka in this run, per stream."""
+
+    events: dict[str, int]
     machines: int
-    by_protocol: dict[str, int]
-    gaps_missing: int
+    by_protocol: dict[str, int] = field(default_factory=dict)
+    gaps_missing: dict[str, int] = field(default_factory=dict)
+    ground_truth_parts: int | None = None
 
 
-def _produce(settings: Settings, source: Source, progress: Progress) -> _Produced:
+def _produce(settings: Settings, source: Source, progress: Progress) -> Produced:
     if source == "edge":
         from plantstream.live_plant import run_live_plant
 
         live = run_live_plant(
             settings, seconds=settings.simulator.live_seconds, on_progress=lambda d, t: progress("live", d, t)
         )
-        return _Produced(live.events, live.machines, live.by_protocol, live.gaps_missing)
-    from plantstream.simulator.kafka_producer import produce_simulated_telemetry
+        return live.produced
+    from plantstream.simulator.kafka_producer import produce_simulated_plant
 
-    direct = produce_simulated_telemetry(settings, on_progress=lambda d, t: progress("produce", d, t))
-    return _Produced(direct.events, direct.machines, {}, 0)
+    direct = produce_simulated_plant(settings, on_progress=lambda d, t: progress("produce", d, t))
+    return Produced(direct.by_stream, direct.machines)
 
 
 def run_demo(
     settings: Settings, progress: Progress = lambda _s, _d, _t: None, *, source: Source = "edge"
 ) -> DemoResult:
-    from plantstream.contract.topics import ensure_topics
+    from plantstream.connect.topics import ensure_topics
     from plantstream.services.supervisor import CORE_SERVICES, ensure_running
     from plantstream.streaming.hot_tables import ensure_hot_tables
-    from plantstream.streaming.runner import run_telemetry_flow
+    from plantstream.streaming.runner import run_flow
 
     started = time.perf_counter()
     progress("platform", None, None)
@@ -150,28 +197,39 @@ def run_demo(
         ensure_topics(settings)
         ensure_hot_tables(settings)
         before = measure_counts(settings)
+        windows_before = count_windows(settings)
         produced = _produce(settings, source, progress)
         progress("stream", None, None)
-        stats = run_telemetry_flow(settings, stop_at_end=True)
+        stats = run_flow(settings, stop_at_end=True)
         progress("lakehouse", None, None)
         materialize_lakehouse(settings)
         after = measure_counts(settings)
+        windows_after = count_windows(settings)
         started_by_demo = bool(platform.started)
+    streams = {}
+    for spec in STREAMS:
+        added = after[spec.name].minus(before[spec.name])
+        counts = stats.stream(spec.name)
+        streams[spec.name] = StreamResult(
+            produced=produced.events.get(spec.name, 0),
+            kafka=counts["events_in"],
+            hot_rows=added.hot_rows,
+            bronze_rows=added.bronze_rows,
+            silver_rows=added.silver_rows,
+            gaps_missing=produced.gaps_missing.get(spec.name, 0),
+            dead_letters=counts["dead_letters"],
+        )
     return DemoResult(
-        events_produced=produced.events,
-        kafka_events_consumed=stats.events_in,
-        dead_letters=stats.dead_letters,
-        late_events=stats.late,
-        hot_rows=after.hot_rows - before.hot_rows,
-        hot_windows=after.hot_windows - before.hot_windows,
-        bronze_rows=after.bronze_rows - before.bronze_rows,
-        silver_rows=after.silver_rows - before.silver_rows,
+        streams=streams,
         totals=after,
+        hot_windows=windows_after - windows_before,
+        late_events=stats.late,
         machines=produced.machines,
         platform_started_by_demo=started_by_demo,
         platform_start_s=platform_start_s,
         wall_s=time.perf_counter() - started,
         source=source,
         events_by_protocol=produced.by_protocol,
-        gaps_missing=produced.gaps_missing,
+        ground_truth_parts=produced.ground_truth_parts,
+        silver_parts=streams["quality"].silver_rows if produced.ground_truth_parts is not None else None,
     )

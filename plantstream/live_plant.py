@@ -26,6 +26,7 @@ from plantstream.settings import Settings
 from plantstream.waiting import wait_until
 
 if TYPE_CHECKING:
+    from plantstream.demo import Produced
     from plantstream.simulator.engine import Snapshot
 
 #: How long the gateway may take to forward what it collected once the plant stopped.
@@ -37,12 +38,13 @@ PROTOCOLS = ("opcua", "mqtt", "modbus")
 
 @dataclass(frozen=True)
 class LivePlantRun:
-    events: int  # delivered to Kafka by the gateway in this run
-    by_protocol: dict[str, int]
-    machines: int
+    produced: Produced  # per stream, delivered to Kafka by the gateway in this run
     plant_steps: int
-    gaps_missing: int  # sequence numbers the gateway produced that are neither in Kafka nor buffered
     seconds: float
+
+    @property
+    def events(self) -> int:
+        return sum(self.produced.events.values())
 
 
 def run_live_plant(
@@ -52,17 +54,24 @@ def run_live_plant(
     on_progress: Callable[[int, int], None] = lambda _d, _t: None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
 ) -> LivePlantRun:
-    """Serve the plant for ``seconds`` of wall time through a gateway into the telemetry topic.
+    """Serve the plant for ``seconds`` of wall time through a gateway into Kafka, every stream.
 
     ``on_progress(elapsed_s, seconds)`` is called about every 0.2 s while the plant runs;
     ``on_snapshot`` receives every step of the plant (what it served: tests compare it with
     what reached Kafka).
+
+    The plant is held still until the gateway is connected to every machine and has read
+    each one's state once, and again at the end until the gateway has read each machine's
+    final state: so the parts the plant made in the run are exactly the parts the gateway
+    could see, and the run's ground truth can be compared with the lake part for part.
     """
-    from plantstream.contract.topics import ensure_topics
+    from plantstream.connect.topics import ensure_topics
+    from plantstream.demo import Produced
     from plantstream.edge.config import parse_config
     from plantstream.edge.gaps import gap_report
     from plantstream.edge.gateway import BUFFER_FILE, GatewayInThread, edge_dir
     from plantstream.services.isolated import pick_free_port
+    from plantstream.simulator.ground_truth import read_ground_truth
     from plantstream.simulator.plant_config import load_plant
     from plantstream.simulator.run import simulator_dir
     from plantstream.simulator.serve import serve_in_thread
@@ -72,35 +81,61 @@ def run_live_plant(
     plant = load_plant()
     plant = plant.with_endpoint_ports({name: pick_free_port() for name in plant.endpoints})
     config = parse_config(plant.gateway_config())
-    topic = settings.stream.telemetry_topic
+    out_dir = simulator_dir(settings) / "live"
+    truth_path = out_dir / "ground_truth.jsonl"
+    truth_before = len(read_ground_truth(truth_path))
     with (
-        serve_in_thread(
-            plant, simulator_dir(settings) / "live", speed=1.0, faults=False, on_snapshot=on_snapshot
-        ) as running,
-        GatewayInThread(settings, config, topic=topic) as gw,
+        serve_in_thread(plant, out_dir, speed=1.0, faults=False, on_snapshot=on_snapshot, held=True) as running,
+        GatewayInThread(settings, config) as gw,
     ):
         connected = gw.gateway.connected
         wait_until(lambda: all(connected.values()), CONNECT_TIMEOUT_S, lambda: _not_connected(connected))
+        memory = gw.gateway.store.tracker.memory
+        seen_after(memory, config.machines, 0, "the gateway to read every machine's state once")
+        assert running.server.last is not None
+        baseline_ts = running.server.last.ts  # parts up to here are the gateway's baseline
+        running.resume()
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < seconds:
             on_progress(int(elapsed), int(seconds))
             time.sleep(min(0.2, seconds - elapsed))
         on_progress(int(seconds), int(seconds))
+        # The gateway reads back what it sent right after connecting (edge/forwarder.py):
+        # let it finish while the plant still runs, so stopping the plant marks nothing stale.
+        forwarder = gw.gateway.forwarder
+        wait_until(lambda: not forwarder.verifying, DRAIN_TIMEOUT_S, "the gateway's read-back after connecting")
+        running.hold()
+        held_at = int(time.time() * 1000) + 50  # after the last step was served
+        seen_after(memory, config.machines, held_at, "the gateway to read every machine's final state")
         running.stop()
         wait_until(gw.drained, DRAIN_TIMEOUT_S, lambda: f"the gateway to drain ({gw.gateway.store.events} events left)")
     # Stopped: what it delivered while shutting down is counted too; anything it could not
     # deliver stays buffered for its next run (and is not counted here).
     forwarder = gw.gateway.forwarder
     by_protocol = {p: int(gw.metric("plantstream_edge_events_out_total", protocol=p)) for p in PROTOCOLS}
-    gaps = gap_report(settings, buffer_path=edge_dir(settings) / BUFFER_FILE, topic=topic)
-    return LivePlantRun(
-        events=forwarder.delivered_total,
-        by_protocol=by_protocol,
+    gaps = gap_report(settings, buffer_path=edge_dir(settings) / BUFFER_FILE)
+    truth = read_ground_truth(truth_path)[truth_before:]
+    parts = sum(1 for e in truth if e.kind == "part" and e.ts > baseline_ts)
+    produced = Produced(
+        events=dict(forwarder.delivered),
         machines=len(config.machines),
-        plant_steps=running.server.report.steps,
-        gaps_missing=gaps.missing,
-        seconds=time.perf_counter() - started,
+        by_protocol=by_protocol,
+        gaps_missing={stream: gaps.missing_in(stream) for stream in gaps.topics},
+        ground_truth_parts=parts,
     )
+    steps = running.server.report.steps
+    return LivePlantRun(produced=produced, plant_steps=steps, seconds=time.perf_counter() - started)
+
+
+def seen_after(memory: dict, machines: list, read_ts: int, what: str) -> None:
+    """Wait until the gateway has read every machine's status at or after ``read_ts`` (epoch ms)."""
+
+    def seen() -> bool:
+        return all(
+            (mem := memory.get(m.machine_id)) is not None and (mem.status_read_ts or -1) >= read_ts for m in machines
+        )
+
+    wait_until(seen, CONNECT_TIMEOUT_S, what)
 
 
 def _not_connected(connected: dict[str, bool]) -> str:

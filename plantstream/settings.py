@@ -8,22 +8,41 @@ environment, and nothing reads it at import time: call :func:`load_settings`.
 Two profiles:
 
 * ``local`` (default): embedded services on loopback ports, data under one state
-  directory (``PLANTSTREAM_STATE_DIR``, default ``./.state``).
+  directory (``PLANTSTREAM_STATE_DIR``, default per user: ``$XDG_STATE_HOME/plantstream``,
+  i.e. ``~/.local/state/plantstream``, so every command finds the same platform
+  whatever directory it runs in).
 * ``production``: real Kafka, ClickHouse, S3 and an MLflow server.  Every endpoint
-  must be given explicitly; loopback defaults are refused so that a production job
-  never silently talks to a laptop service.
+  must be given explicitly; loopback and unspecified addresses (``127.0.0.0/8``, ``::1``,
+  ``0.0.0.0``, ``localhost``) are refused in every host of every endpoint so that a
+  production job never silently talks to a laptop service.
+
+Every ``PLANTSTREAM_*`` variable must name a setting: a misspelled section or key is an
+error naming it (with the closest valid name), never silently ignored.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
 import os
+import socket
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvSourceError
 
 ENV_PREFIX = "PLANTSTREAM_"
 ENV_NESTED_DELIMITER = "__"
@@ -54,6 +73,9 @@ class KafkaSettings(_Section):
     default_partitions: int = Field(4, ge=1, le=1024)
     topic_partitions: dict[str, int] = Field(default_factory=dict, description="per-topic override")
     replication_factor: int = Field(1, ge=1, le=7)
+    # Put before every topic name of the catalogue (e.g. "site3." or a test's private
+    # namespace); the catalogue itself stays the one list of names.
+    topic_prefix: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9._-]*$")
     # Hooks for the security wave: passed verbatim to every librdkafka client.
     extra_config: dict[str, str] = Field(default_factory=dict)
 
@@ -101,13 +123,15 @@ class MlflowSettings(_Section):
 
 
 class LocalPortsSettings(_Section):
-    """Ports of the embedded SeaweedFS parts besides S3 (which is in ``s3.endpoint_url``)."""
+    """Ports of local services no endpoint setting names: the embedded SeaweedFS parts besides
+    S3 (which is in ``s3.endpoint_url``) and the platform's Dagster webserver."""
 
     seaweed_master: int = Field(9333, ge=1, le=55535)
     seaweed_volume: int = Field(8080, ge=1, le=55535)
     seaweed_filer: int = Field(8888, ge=1, le=55535)
     seaweed_webdav: int = Field(7333, ge=1, le=55535)
     seaweed_admin: int = Field(23646, ge=1, le=55535)
+    dagster_webserver: int = Field(3000, ge=1, le=65535)
 
 
 class StreamSettings(_Section):
@@ -122,12 +146,16 @@ class StreamSettings(_Section):
     bronze_flush_seconds: float = Field(10.0, gt=0)
     snapshot_interval_seconds: float = Field(30.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
-    # Topic names the telemetry dataflow reads and writes.  Defaults equal the contract's
-    # catalogue (plantstream.contract.topics; tests/streaming checks they agree); tests
-    # and side-by-side deployments point a flow at other topics.
-    telemetry_topic: str = "factory.machine.telemetry"
-    dead_letter_topic: str = "factory.deadletter"
-    late_topic: str = "factory.machine.telemetry.late"
+    # An event whose time (source, else read time) lies further ahead of the time it was
+    # handed to Kafka is dead-lettered: it would move its partition's watermark into the
+    # future and make every later event of the partition late.
+    max_event_time_ahead_seconds: int = Field(300, ge=0)
+    # How long a sink waits out its service (hot store, S3, Kafka) with retries before the
+    # process stops cleanly (exit 75; a restart resumes from the last snapshot).
+    sink_retry_seconds: float = Field(120.0, gt=0)
+    # How long the broker may report a partition's end below what the flow already read
+    # (offsets lost or reused) before the flow stops instead of silently skipping them.
+    offset_regression_grace_seconds: float = Field(60.0, ge=0)
 
 
 class SimulatorSettings(_Section):
@@ -140,6 +168,9 @@ class SimulatorSettings(_Section):
     # The live plant (``demo``'s default source): wall seconds the plant file's plant runs
     # over OPC UA / MQTT / Modbus through the edge gateway.
     live_seconds: float = Field(30.0, gt=0, le=86_400)
+    # How long the load generator keeps resending what Kafka does not hold before it gives
+    # up (failing loudly, its checkpoint untouched).
+    produce_timeout_s: float = Field(600.0, gt=0)
 
 
 class EdgeSettings(_Section):
@@ -159,7 +190,72 @@ class EdgeSettings(_Section):
     # Recreate the Kafka producer when the broker answers but nothing was delivered this long.
     producer_stuck_s: float = Field(15.0, gt=0)
     forward_batch: int = Field(5_000, ge=1, le=100_000)
-    metrics_port: int = Field(0, ge=0, le=65535, description="0 = do not serve /metrics and /healthz")
+    # One EnergyUsage per machine per this many seconds of event time (meter readings).
+    energy_interval_s: float = Field(60.0, gt=0)
+    # Rows sent in this long after every (re)connection to Kafka are read back before they are
+    # deleted (a restarted local broker acknowledged writes it then did not hold); 0 = off.
+    verify_after_reconnect_s: float = Field(10.0, ge=0)
+
+
+class MetricsSettings(_Section):
+    """``/metrics`` and ``/healthz`` of every long-running component (docs/observability.md).
+
+    No port is set per component: ``plantstream.observability.ports.metrics_port`` derives
+    each one from ``base_port`` (a block of 72 ports), and the Prometheus scrape config is
+    generated from the same function, so a component and its scrape target never disagree.
+    """
+
+    enabled: bool = False
+    base_port: int = Field(9400, ge=1024, le=65_400)
+    # Prometheus scrape and rule-evaluation interval of the local monitoring (and the
+    # platform exporter's collection cycle).
+    scrape_interval_seconds: float = Field(5.0, ge=0.5, le=300)
+
+
+class WarmSettings(_Section):
+    """The warm tier (operational reporting store, docs/warm-tier.md): DuckDB file or PostgreSQL."""
+
+    # duckdb: one file on this machine (local profile); postgres: a server (required in production).
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    # Empty = <state_dir>/warm/warm.duckdb.
+    duckdb_path: str = ""
+    # libpq string or URI (postgresql://user:password@host:5432/db): it usually holds a password.
+    postgres_dsn: SecretStr = SecretStr("")
+    # How long a writer waits for another (DuckDB's one-process file lock, PostgreSQL lock waits).
+    lock_timeout_s: float = Field(120.0, gt=0, le=3_600)
+
+    @model_validator(mode="after")
+    def _postgres_needs_a_dsn(self) -> WarmSettings:
+        if self.backend == "postgres":
+            if not self.postgres_dsn.get_secret_value().strip():
+                raise ValueError("backend=postgres needs PLANTSTREAM_WARM__POSTGRES_DSN")
+            _warm_dsn_hosts(self.postgres_dsn)  # unparsable is an error now, not at the first write
+        return self
+
+
+def _warm_dsn_hosts(dsn: SecretStr) -> list[str]:
+    """Hosts a libpq DSN names ("" = libpq's default, a local socket); never echoes the DSN."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn.get_secret_value())
+    except ProgrammingError:
+        raise ValueError("PLANTSTREAM_WARM__POSTGRES_DSN is not a valid libpq connection string or URI") from None
+    named = str(params.get("hostaddr") or params.get("host") or "")
+    return named.split(",")
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/plantstream`` (``~/.local/state/plantstream`` when unset): one per user.
+
+    Not ``./.state``: a default relative to the current directory made every other folder
+    look like a stopped platform (and ``status`` created an empty one there).  Read when
+    settings are built, never at import time.
+    """
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "plantstream"
 
 
 class Settings(BaseSettings):
@@ -174,9 +270,12 @@ class Settings(BaseSettings):
     )
 
     profile: Profile = Profile.LOCAL
-    state_dir: Path = Path(".state")
+    state_dir: Path = Field(default_factory=default_state_dir)
     site: str = "plant-1"
-    metrics_port: int = Field(0, ge=0, le=65535, description="0 = do not serve /metrics")
+    # The plant file the lakehouse's gold tables are computed against (lines, shifts,
+    # planned downtime, ideal cycle time per machine type); empty = the shipped plant.
+    plant_file: str = ""
+    metrics: MetricsSettings = MetricsSettings()
     kafka: KafkaSettings = KafkaSettings()
     hotstore: HotStoreSettings = HotStoreSettings()
     s3: S3Settings = S3Settings()
@@ -186,6 +285,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     edge: EdgeSettings = EdgeSettings()
+    warm: WarmSettings = WarmSettings()
 
     @field_validator("state_dir")
     @classmethod
@@ -194,19 +294,32 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_endpoints(self) -> Settings:
+        # Every host of every endpoint is checked (a bootstrap list is only as safe as its
+        # worst entry); a prefix test missed "::1", "0.0.0.0", "LOCALHOST" and later entries.
         if self.profile is Profile.PRODUCTION:
-            loopback = ("127.", "localhost", "[::1]")
             endpoints = {
-                "kafka__bootstrap_servers": self.kafka.bootstrap_servers,
-                "hotstore__host": self.hotstore.host,
-                "s3__endpoint_url": self.s3.endpoint_url.split("//", 1)[-1],
-                "mlflow__tracking_uri": self.mlflow.tracking_uri.split("//", 1)[-1],
+                "kafka__bootstrap_servers": self.kafka.bootstrap_servers.split(","),
+                "hotstore__host": [self.hotstore.host],
+                "s3__endpoint_url": [self.s3.endpoint_url],
+                "mlflow__tracking_uri": [self.mlflow.tracking_uri],
             }
-            bad = [key for key, value in endpoints.items() if value.startswith(loopback)]
-            if bad:
-                raise ValueError(
-                    "profile=production refuses loopback endpoints; set " + ", ".join(_env_name((k,)) for k in bad)
+            if self.warm.backend == "postgres":  # a DuckDB file would live (and die) on one worker
+                endpoints["warm__postgres_dsn"] = _warm_dsn_hosts(self.warm.postgres_dsn)
+            bad = []
+            for key, entries in endpoints.items():
+                hosts = entries if key == "warm__postgres_dsn" else [h for e in entries for h in _endpoint_hosts(e)]
+                local = [host for host in hosts if _is_local_host(host)]
+                if local:
+                    bad.append(f"{_env_name((key,))} ({', '.join(repr(h) for h in dict.fromkeys(local))})")
+            problems = []
+            if self.warm.backend != "postgres":
+                problems.append(
+                    f"profile=production needs PLANTSTREAM_WARM__BACKEND=postgres (got {self.warm.backend})"
                 )
+            if bad:
+                problems.append("profile=production refuses loopback and unspecified addresses; set " + ", ".join(bad))
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -227,22 +340,152 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts).upper()
 
 
+def _endpoint_hosts(entry: str) -> list[str]:
+    """The host part(s) of one endpoint: ``host``, ``host:port``, ``[v6]:port`` or a URL.
+
+    A bare IPv6 literal with a port is ambiguous (``::1:9092``): both readings are
+    returned, so the guard errs on the side of refusing.
+    """
+    rest = entry.strip()
+    rest = rest.split("://", 1)[1] if "://" in rest else rest
+    rest = rest.split("/", 1)[0].rsplit("@", 1)[-1]  # drop the path and any user:password@
+    if rest.startswith("["):
+        return [rest[1:].split("]", 1)[0]]
+    if rest.count(":") > 1:
+        return [rest, rest.rsplit(":", 1)[0]]
+    return [rest.rsplit(":", 1)[0] if ":" in rest else rest]
+
+
+def _is_local_host(host: str) -> bool:
+    """True for a name or address that can only mean this machine (or any of its interfaces).
+
+    Literals go through :mod:`ipaddress` (loopback or unspecified, IPv4-mapped IPv6
+    included); shorthand IPv4 that resolvers accept (``127.1``, ``2130706433``) through
+    ``inet_aton``; ``localhost`` and ``*.localhost`` case-insensitively; an empty host
+    too (clients then default to the local machine).  DNS is not consulted: a production
+    configuration is checked where it is written, not where it resolves.
+    """
+    name = host.strip().rstrip(".").lower()
+    if not name or name == "localhost" or name.endswith(".localhost"):
+        return True
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])  # without an IPv6 zone id
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+def _is_json_field(info: FieldInfo) -> bool:
+    """Fields pydantic-settings reads as JSON from one variable (dicts, lists, sets)."""
+    annotation = info.annotation
+    return (get_origin(annotation) or annotation) in (dict, list, set, frozenset, tuple)
+
+
+def _env_fields(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> dict[str, FieldInfo]:
+    """Every leaf setting as its environment variable name, from the model classes.
+
+    Derived from the classes (not from a built ``Settings``, which would read the very
+    environment being checked), so new fields and sections are known without a list here.
+    """
+    names: dict[str, FieldInfo] = {}
+    for field_name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(_env_fields(annotation, (*prefix, field_name)))
+        else:
+            names[_env_name((*prefix, field_name))] = info
+    return names
+
+
+def _is_sensitive(name: str, fields: Mapping[str, FieldInfo]) -> bool:
+    """Whether a value under ``name`` may hold a secret (never echoed in messages).
+
+    Secret fields, anything named like one, and ``extra_config`` (librdkafka settings
+    carry ``sasl.password`` and key material); names that are no known setting too,
+    since their value cannot be judged.
+    """
+    upper = name.upper()
+    if any(marker in upper for marker in ("SECRET", "PASSWORD", "TOKEN", "EXTRA_CONFIG", "CREDENTIAL")):
+        return True
+    leaf = next((known for known in fields if upper == known or upper.startswith(known + ENV_NESTED_DELIMITER)), None)
+    return leaf is None or fields[leaf].annotation is SecretStr
+
+
+def _environment_problems(environ: Mapping[str, str], fields: Mapping[str, FieldInfo]) -> list[tuple[str, str]]:
+    """(variable, problem) for every ``PLANTSTREAM_*`` variable that names no setting or
+    holds unparsable JSON; values are never quoted (they may be secrets)."""
+    sections = {name.rsplit(ENV_NESTED_DELIMITER, 1)[0] for name in fields if ENV_NESTED_DELIMITER in name}
+    suffixes = {name[len(ENV_PREFIX) :]: name for name in fields}
+    problems: list[tuple[str, str]] = []
+    for variable, value in sorted(environ.items()):
+        name = variable.upper()  # the model is case-insensitive, and so is this check
+        if not name.startswith(ENV_PREFIX):
+            continue
+        info = fields.get(name)
+        if info is None:
+            parent = next((k for k in fields if name.startswith(k + ENV_NESTED_DELIMITER)), None)
+            if parent is not None and _is_json_field(fields[parent]):
+                problem = f"not a setting; {parent} takes the whole value as one JSON object"
+            elif name in sections:
+                example = next(k for k in fields if k.startswith(name + ENV_NESTED_DELIMITER))
+                problem = f"is a section, not a setting; set its settings one by one (e.g. {example})"
+            else:
+                close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+                hint = f"did you mean {suffixes[close[0]]}?" if close else "`plantstream settings` lists them"
+                problem = f"not a PlantStream setting; {hint}"
+            problems.append((variable, problem))
+        elif _is_json_field(info):
+            if not value.strip():
+                problems.append((variable, "is empty, which is not valid JSON; unset it or give {} for none"))
+                continue
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                detail = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else "unparsable"
+                problems.append((variable, f'is not valid JSON ({detail}); expected an object like {{"name": value}}'))
+    return problems
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (plus explicit overrides for tests and tools).
 
-    Raises :class:`SettingsError` naming each invalid environment variable.
+    Raises :class:`SettingsError` naming each invalid environment variable: unknown names
+    (with the closest valid one), unparsable JSON, invalid values.  Values of secret
+    settings (and of names that are no setting) are never shown.
     """
+    fields = _env_fields()
+    problems = _environment_problems(os.environ, fields)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = tuple(err.get("loc", ()))
             name = _env_name(loc) if loc else "settings"
-            given = err.get("input")
-            shown = "" if "secret" in name.lower() or "password" in name.lower() else f" (got {given!r})"
-            problems.append(f"{name}: {err['msg']}{shown}")
-        raise SettingsError("invalid PlantStream settings:\n  " + "\n  ".join(problems)) from None
+            shown = "" if _is_sensitive(name, fields) else f" (got {err.get('input')!r})"
+            problems.append((name, f"{err['msg'].removeprefix('Value error, ')}{shown}"))
+    except EnvSourceError as exc:
+        # pydantic-settings could not parse a variable the check above let through; its
+        # message names the section only, and its traceback is of no use to a user.
+        if not problems:
+            problems.append(("settings", f"{exc} (check that section's PLANTSTREAM_* variables)"))
+    else:
+        if not problems:
+            return settings
+    # One line per variable: the environment check's (unknown name, bad JSON) says more
+    # than pydantic's "Extra inputs are not permitted" for the same name.
+    seen: set[str] = set()
+    lines = []
+    for name, problem in problems:
+        if name == "settings" or name.upper() not in seen:
+            seen.add(name.upper())
+            lines.append(f"{name}: {problem}")
+    raise SettingsError("invalid PlantStream settings:\n  " + "\n  ".join(lines))
 
 
 def _flatten(settings: Settings, *, reveal_secrets: bool) -> dict[str, str]:

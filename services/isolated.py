@@ -47,6 +47,25 @@ def pick_free_port(*, with_grpc: bool = False) -> int:
     raise RuntimeError("no free loopback port found")
 
 
+def pick_free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive loopback ports that are all free now (and not handed out).
+
+    For the metrics port block (``PLANTSTREAM_METRICS__BASE_PORT``): every component's
+    port is an offset from one base, so a private instance needs the whole block.
+    """
+    rng = uuid.uuid4().int
+    span = _PORT_HIGH - _PORT_LOW - size
+    for i in range(span):
+        base = _PORT_LOW + (rng + i * 7919) % span
+        block = range(base, base + size)
+        if any(p in _handed_out for p in block):
+            continue
+        if all(_bindable(p) for p in block):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no block of {size} free loopback ports found")
+
+
 def isolated_settings(state_dir: Path, **overrides: Any) -> Settings:
     """Settings for a private platform instance: own state dir, free ports for everything.
 
@@ -65,6 +84,7 @@ def isolated_settings(state_dir: Path, **overrides: Any) -> Settings:
             "seaweed_filer": pick_free_port(with_grpc=True),
             "seaweed_admin": pick_free_port(with_grpc=True),
             "seaweed_webdav": pick_free_port(),
+            "dagster_webserver": pick_free_port(),
         },
     }
     for key, value in overrides.items():

@@ -135,6 +135,56 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def listening_pids(port: int) -> list[int]:
+    """Processes holding a listening TCP socket on ``port`` (any local address, v4 or v6).
+
+    From ``/proc/net/tcp{,6}`` (socket inode of each LISTEN entry) and the ``/proc/<pid>/fd``
+    links to those inodes; processes of other users are invisible unless we are root.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    if not inodes:
+        return []
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in wanted:
+                        pids.append(int(entry.name))
+                        break
+    return sorted(pids)
+
+
+def process_cwd(pid: int) -> Path | None:
+    """The working directory of ``pid`` (None if gone or not ours to read)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def process_cmdline(pid: int) -> str:
+    """The command line of ``pid`` as one string ("" if gone or unreadable)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def process_group(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[2]) if fields else None
+
+
 # ---------------------------------------------------------------------------------------
 # pid files
 
@@ -185,7 +235,7 @@ def read_pid_file(path: Path) -> PidRecord | None:
 # spawn and stop
 
 
-def _die_with_parent() -> None:
+def set_parent_death_signal() -> None:
     """preexec_fn: have the kernel SIGTERM this child when its parent thread dies.
 
     Used by foreground supervisors (``platform up --foreground``, test fixtures): even a
@@ -218,7 +268,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
             close_fds=True,
         )
 

@@ -117,13 +117,11 @@ def _socket_flags(data: Path) -> list[str]:
 def spec(settings: Settings) -> ServiceSpec:
     host, s3_port = host_port(settings.s3.endpoint_url, 8333)
     data = service_dir(settings, NAME)
-    (data / "log").mkdir(parents=True, exist_ok=True)
     # Credentials in the environment make `weed mini` enforce them (anonymous requests and
     # wrong keys are refused), which keeps the local stand-in honest about auth.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANTSTREAM_", "AWS_"))}
     env.update(s3_env(settings))
     env["TMPDIR"] = str(data / "tmp")
-    (data / "tmp").mkdir(exist_ok=True)
 
     def healthy() -> bool:
         if not port_open(host, s3_port):
@@ -152,4 +150,5 @@ def spec(settings: Settings) -> ServiceSpec:
         after_healthy=create_buckets,
         cleanup=lambda: remove_grpc_sockets(settings),
         extra_ports=extra,
+        dirs=(data / "log", data / "tmp"),  # -logdir and TMPDIR must exist when weed starts
     )

@@ -1,7 +1,8 @@
 """What the supervisor needs to know about one embedded service.
 
-Each service module (``seaweedfs``, ``tansu``, ``hotstore_service``, ``mlflow_server``)
-turns the settings into one :class:`ServiceSpec`; the supervisor only ever deals with
+Each service module (``seaweedfs``, ``tansu``, ``hotstore_service``, ``mlflow_server``,
+and for monitoring ``platform_exporter``, ``prometheus``) turns the settings into one
+:class:`ServiceSpec`; the supervisor only ever deals with
 specs, so adding a service never touches the start/stop/health machinery.
 """
 
@@ -33,7 +34,13 @@ class ServiceSpec:
     # Remove leftovers that would block a restart (e.g. stale unix sockets); must be safe
     # to call when the service is not running.
     cleanup: Callable[[], None] | None = None
+    # Run before each start (write a generated config, check a binary exists); an
+    # exception fails the start with its message.
+    prepare: Callable[[], None] | None = None
     extra_ports: dict[str, int] = field(default_factory=dict)
+    # Directories the service needs besides ``data_dir``; created right before a start,
+    # never when a spec is only built to inspect (``status`` must not create a state dir).
+    dirs: tuple[Path, ...] = ()
 
     def all_ports(self) -> list[int]:
         return [self.port, *self.extra_ports.values()]

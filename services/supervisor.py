@@ -8,26 +8,42 @@ Because the pid files are the source of truth (not an in-memory handle), a secon
 ``down`` works from any process.
 
 Start order is a dependency order: SeaweedFS (S3) first, because Tansu keeps its log
-in a bucket and MLflow its artifacts; then Tansu, the hot store, MLflow.
+in a bucket and MLflow its artifacts; then Tansu, the hot store, MLflow; Dagster
+(``with_dagster=True``: webserver and daemon, whose code location uses all of them);
+monitoring (``with_monitoring=True``: the platform exporter, then Prometheus) last.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from plantstream.services import hotstore_service, mlflow_server, seaweedfs, tansu
+from plantstream.services import (
+    dagster_service,
+    hotstore_service,
+    mlflow_server,
+    platform_exporter,
+    prometheus,
+    seaweedfs,
+    tansu,
+)
 from plantstream.services.process import (
     PidRecord,
     WaitTimeoutError,
     dir_size_mb,
+    listening_pids,
     port_open,
+    process_cmdline,
+    process_cwd,
+    process_group,
     process_start_ticks,
     read_pid_file,
     rss_mb,
@@ -44,12 +60,21 @@ from plantstream.settings import Profile, Settings
 ALL_SERVICES: tuple[str, ...] = ("seaweedfs", "tansu", "hotstore", "mlflow")
 #: The services most tests need (MLflow is the slow one to start).
 CORE_SERVICES: tuple[str, ...] = ("seaweedfs", "tansu", "hotstore")
+#: The platform's Dagster (``platform up --with-dagster``): webserver + daemon, after what its assets use.
+DAGSTER_SERVICES: tuple[str, ...] = ("dagster",)
+#: Monitoring (``platform up --with-monitoring``), started after the platform it watches.
+MONITORING_SERVICES: tuple[str, ...] = ("exporter", "prometheus")
+#: Everything the supervisor can run, in start order.
+KNOWN_SERVICES: tuple[str, ...] = ALL_SERVICES + DAGSTER_SERVICES + MONITORING_SERVICES
 
 _SPEC_BUILDERS: dict[str, Callable[[Settings], ServiceSpec]] = {
     "seaweedfs": seaweedfs.spec,
     "tansu": tansu.spec,
     "hotstore": hotstore_service.spec,
     "mlflow": mlflow_server.spec,
+    "dagster": dagster_service.spec,
+    "exporter": platform_exporter.spec,
+    "prometheus": prometheus.spec,
 }
 
 #: ``progress(service, phase)`` with phase in: starting, waiting, healthy, running, failed, stopping, stopped.
@@ -104,6 +129,44 @@ class ServiceStatus:
     data_dir: str
     log: str
     extra_ports: dict[str, int] = field(default_factory=dict)
+    # When not running but its ports are taken: who holds them (e.g. another state dir's platform).
+    ports_held_by: str = ""
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """Who listens on a port: another state dir's platform service, or some other process."""
+
+    pid: int
+    state_dir: Path | None  # set when the holder is a PlantStream platform's service
+    service: str = ""
+    command: str = ""
+
+    def describe(self) -> str:
+        if self.state_dir is not None:
+            return f"the PlantStream platform with state dir {self.state_dir} (its {self.service}, pid {self.pid})"
+        return f"pid {self.pid} ({self.command[:100] or 'command line not readable'})"
+
+
+def port_holder(port: int) -> PortHolder | None:
+    """Ask the process listening on ``port`` whose it is.
+
+    A platform service runs in its own session with ``<state_dir>/<service>`` as its
+    working directory, and that state dir's pid file names the service's process group:
+    both must agree before a holder counts as a platform.  Asking the process, rather
+    than keeping a registry of running platforms, leaves nothing to go stale after a
+    ``kill -9`` or a reboot and needs no file outside the state dirs.  None if nothing
+    visible to this user listens there.
+    """
+    for pid in listening_pids(port):
+        group = process_group(pid)
+        leader_cwd = process_cwd(group) if group else None
+        for cwd in dict.fromkeys(c for c in (leader_cwd, process_cwd(pid)) if c is not None):
+            record = read_pid_file(cwd.parent / "run" / f"{cwd.name}.pid")
+            if record is not None and record.pid == group and record.service == cwd.name:
+                return PortHolder(pid=record.pid, state_dir=cwd.parent, service=record.service)
+        return PortHolder(pid=pid, state_dir=None, command=process_cmdline(pid))
+    return None
 
 
 class LocalPlatform:
@@ -121,18 +184,28 @@ class LocalPlatform:
         *,
         services: Sequence[str] | None = None,
         die_with_parent: bool = False,
+        with_monitoring: bool = False,
+        with_dagster: bool = False,
     ) -> None:
         if settings.profile is not Profile.LOCAL:
             raise ValueError("the local platform only runs with profile=local")
-        chosen = ALL_SERVICES if services is None else tuple(services)
-        unknown = set(chosen) - set(ALL_SERVICES)
+        default = (
+            ALL_SERVICES + (DAGSTER_SERVICES if with_dagster else ()) + (MONITORING_SERVICES if with_monitoring else ())
+        )
+        chosen = default if services is None else tuple(services)
+        unknown = set(chosen) - set(KNOWN_SERVICES)
         if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}; known: {ALL_SERVICES}")
+            raise ValueError(f"unknown services {sorted(unknown)}; known: {KNOWN_SERVICES}")
+        if set(chosen) & set(MONITORING_SERVICES) and not settings.metrics.enabled:
+            # Monitoring without metrics would scrape nothing: the services this platform
+            # starts (the hot store) serve theirs; other processes need the setting too.
+            settings = settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"enabled": True})})
         self.settings = settings
-        self.services: tuple[str, ...] = tuple(s for s in ALL_SERVICES if s in chosen)
+        self.services: tuple[str, ...] = tuple(s for s in KNOWN_SERVICES if s in chosen)
         self.die_with_parent = die_with_parent
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._specs: dict[str, ServiceSpec] = {}
+        self._lock_depth = 0
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -158,6 +231,42 @@ class LocalPlatform:
         except Exception:
             return False
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the state dir's supervisor lock (``run/supervisor.lock``) for one ``up``/``down``.
+
+        Two ``up`` calls on one state dir at once could otherwise both find no pid file and
+        both spawn a service: the loser's pid file would replace the winner's, and its
+        clean-up would then remove the file of the one that runs.  Re-entrant within this
+        object (a failed ``up`` calls ``down``); flock is released by the kernel if we die.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        path = self.settings.state_dir / "run" / "supervisor.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def ports_held_by(self, name: str) -> str:
+        """Who holds the ports of service ``name`` when they are taken, else ""."""
+        spec = self.spec(name)
+        for port in spec.all_ports():
+            if port_open(spec.host, port, timeout=0.2):
+                holder = port_holder(port)
+                return holder.describe() if holder is not None else "a process this user cannot see"
+        return ""
+
     # -- up ------------------------------------------------------------------------------
 
     def up(self, *, progress: Progress | None = None) -> UpReport:
@@ -173,13 +282,14 @@ class LocalPlatform:
         t0 = time.monotonic()
         done: list[ServiceStart] = []
         spawned: list[str] = []  # by this call, including one that then failed its health check
-        try:
-            for name in self.services:
-                done.append(self._up_one(name, notify, spawned))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.down(services=spawned, progress=notify)
-            raise
+        with self._exclusive():
+            try:
+                for name in self.services:
+                    done.append(self._up_one(name, notify, spawned))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.down(services=spawned, progress=notify)
+                raise
         return UpReport(services=done, seconds=time.monotonic() - t0)
 
     def _up_one(self, name: str, notify: Progress, spawned: list[str]) -> ServiceStart:
@@ -211,13 +321,17 @@ class LocalPlatform:
         busy = self._busy_ports(spec, wait=5.0)
         if busy:
             notify(name, "failed")
-            raise PlatformError(
-                name,
-                f"port(s) {busy} on {spec.host} are in use by a process this state dir "
-                f"({self.settings.state_dir}) did not start; stop it or choose other ports",
-            )
+            raise PlatformError(name, self._busy_reason(spec, busy))
         if spec.cleanup is not None:
             spec.cleanup()
+        for directory in spec.dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+        if spec.prepare is not None:
+            try:
+                spec.prepare()
+            except Exception as exc:
+                notify(name, "failed")
+                raise PlatformError(name, f"preparing the start failed: {exc}") from exc
 
         notify(name, "starting")
         t_start = time.monotonic()
@@ -256,6 +370,23 @@ class LocalPlatform:
         seconds = time.monotonic() - t_start
         notify(name, "healthy")
         return ServiceStart(name, proc.pid, spec.port, seconds, started=True)
+
+    def _busy_reason(self, spec: ServiceSpec, busy: list[int]) -> str:
+        """Why a service cannot start on ``busy`` ports, naming whoever holds them.
+
+        A second platform must never start on top of a running one: with another state
+        dir on the same ports it would split the user's data between two directories.
+        """
+        holder = port_holder(busy[0])
+        who = holder.describe() if holder is not None else "a process this user cannot see"
+        reason = f"port(s) {busy} on {spec.host} are in use by {who}, not by this state dir ({self.settings.state_dir})"
+        if holder is None or holder.state_dir is None:
+            return f"{reason}; stop it or choose other ports"
+        other = holder.state_dir
+        return (
+            f"{reason}. To use that platform, run with PLANTSTREAM_STATE_DIR={other}; to start this one "
+            f"instead, stop it first (PLANTSTREAM_STATE_DIR={other} plantstream platform down) or choose other ports"
+        )
 
     def _busy_ports(self, spec: ServiceSpec, *, wait: float) -> list[int]:
         """Ports of ``spec`` that still accept connections after waiting up to ``wait`` s.
@@ -297,30 +428,39 @@ class LocalPlatform:
         notify = progress or (lambda _service, _phase: None)
         chosen = self.services if services is None else tuple(services)
         result: dict[str, str] = {}
-        for name in reversed([s for s in ALL_SERVICES if s in chosen]):
-            rec = self.record(name)
-            path = pid_path(self.settings, name)
-            if rec is None or not rec.leftover_members():
-                self._reap(name)
-                result[name] = "not running"
-            else:
-                notify(name, "stopping")
-                timeout = self.spec(name).stop_timeout if name in _SPEC_BUILDERS else 15.0
-                clean = stop_group(rec, timeout=timeout, reap=lambda n=name: self._reap(n))
-                result[name] = "stopped" if clean else "killed"
-                self._busy_ports(self.spec(name), wait=5.0)  # so "down" returned means "ports free"
-                notify(name, "stopped")
-            path.unlink(missing_ok=True)
-            self._procs.pop(name, None)
-            spec = self.spec(name)
-            if spec.cleanup is not None:
-                spec.cleanup()
+        # No state dir: nothing of it can run, and `down` must not create one.
+        exclusive = self._exclusive() if self.settings.state_dir.is_dir() else contextlib.nullcontext()
+        with exclusive:
+            for name in reversed([s for s in KNOWN_SERVICES if s in chosen]):
+                rec = self.record(name)
+                path = pid_path(self.settings, name)
+                spec = self.spec(name)
+                if rec is None or not rec.leftover_members():
+                    self._reap(name)
+                    result[name] = "not running"
+                else:
+                    notify(name, "stopping")
+                    clean = stop_group(rec, timeout=spec.stop_timeout, reap=lambda n=name: self._reap(n))
+                    result[name] = "stopped" if clean else "killed"
+                    self._busy_ports(spec, wait=5.0)  # so "down" returned means "ports free"
+                    notify(name, "stopped")
+                path.unlink(missing_ok=True)
+                self._procs.pop(name, None)
+                # Leftovers are keyed by port (SeaweedFS's /tmp sockets): while another state
+                # dir's platform holds those ports they are its own, in use.
+                if spec.cleanup is not None and not self._busy_ports(spec, wait=0.0):
+                    spec.cleanup()
         return result
 
     # -- status --------------------------------------------------------------------------
 
     def status(self, *, probe: bool = True) -> list[ServiceStatus]:
-        """Per service: running (pid alive), healthy (one probe), RSS and data size."""
+        """Per service: running (pid alive), healthy (one probe), RSS and data size.
+
+        Reads only: nothing is created (a status from a folder with no platform must not
+        make one).  With ``probe``, a service that is not running but whose ports are taken
+        says who holds them (``ports_held_by``), e.g. the platform of another state dir.
+        """
         out = []
         for name in self.services:
             spec = self.spec(name)
@@ -339,6 +479,7 @@ class LocalPlatform:
                     data_dir=str(spec.data_dir),
                     log=self.log_file(name),
                     extra_ports=dict(spec.extra_ports),
+                    ports_held_by="" if running or not probe else self.ports_held_by(name),
                 )
             )
         return out

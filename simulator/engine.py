@@ -15,6 +15,7 @@ draw from their own random stream: enabling faults never changes the physics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
@@ -31,7 +32,9 @@ from plantstream.contract import (
     QualityMetric,
     Telemetry,
 )
+from plantstream.contract.machine_tags import COUNTER_MODULUS, MachineTag, packml_of, stop_reason_id
 from plantstream.contract.signals import SIGNALS
+from plantstream.domain.machine_state import transition_events
 from plantstream.simulator.ground_truth import GroundTruthEntry, GroundTruthLog
 from plantstream.simulator.physics import (
     MAINTENANCE,
@@ -48,6 +51,37 @@ ENERGY_PERIOD_S = 60.0
 SENSOR_FAULTS = ("stuck", "spike", "dropout", "clock_skew")
 
 
+@dataclass(frozen=True, slots=True)
+class MachineStatus:
+    """What a machine's controller exposes besides its sensors (``contract.machine_tags``):
+    PackML state and mode, the first-out stop reason, the part counters (Int32 AccCount,
+    rolling over at 2^31) and the energy meter."""
+
+    state_code: int
+    unit_mode: int
+    stop_reason_id: int
+    stop_reason: str
+    parts_processed: int
+    parts_defective: int
+    energy_kwh: float
+    power_kw: float
+
+    def tag_values(self) -> dict[str, int | float | str]:
+        """The status as the tags a controller exposes (``MachineTag`` names)."""
+        return {
+            MachineTag.STATE: self.state_code,
+            MachineTag.UNIT_MODE: self.unit_mode,
+            MachineTag.STOP_REASON: self.stop_reason_id,
+            MachineTag.STOP_REASON_TEXT: self.stop_reason,
+            # Defective before processed: a device that writes its tags one by one (OPC UA)
+            # never shows a part counted before its defect; the edge relies on that order.
+            MachineTag.PARTS_DEFECTIVE: self.parts_defective,
+            MachineTag.PARTS_PROCESSED: self.parts_processed,
+            MachineTag.ENERGY_KWH: self.energy_kwh,
+            MachineTag.POWER_KW: self.power_kw,
+        }
+
+
 @dataclass
 class Reading:
     """One machine's sensors at one instant, as its device would serve them."""
@@ -58,6 +92,7 @@ class Reading:
     quality: dict[str, Quality]
     online: bool  # False: the machine's endpoint is down, nothing may be served
     state: str
+    status: MachineStatus
 
 
 @dataclass
@@ -98,7 +133,14 @@ class PlantSimulator:
         *,
         seed: int | None = None,
         faults: bool = True,
+        controllers: dict[str, dict[str, float]] | None = None,
+        take_seq: Callable[[str, str], int] | None = None,
     ) -> None:
+        """``controllers``: per machine the ``parts_processed``, ``parts_defective`` and
+        ``energy_kwh`` its controller held when the plant last stopped (:meth:`controller_state`):
+        a real machine does not reset its counters or its meter when the simulator restarts.
+        ``take_seq(machine_id, stream)``: where the events' sequence numbers come from (the
+        load generator's durable checkpoint); default: numbered from 0 in this instance."""
         self.plant = plant
         self.machines = plant.machines()
         self.period_ms = round(plant.sample_period_s * 1000)
@@ -122,7 +164,29 @@ class PlantSimulator:
         self._machine_offline_until = np.zeros(len(self.machines), dtype=np.int64)
         self._index = {m.machine_id: i for i, m in enumerate(self.machines)}
         self._seq: dict[tuple[str, str], int] = {}
+        self._take_seq = take_seq
         self._reasons = ["" for _ in self.machines]
+        # Part counters as the controller keeps them (PackML AccCount): never reset by a job,
+        # rolling over at 2^31; a plant file may start one near the roll-over (tests).
+        counter_rng = np.random.default_rng([seed, 2])
+        self.parts_processed = np.array(
+            [
+                m.counter_start if m.counter_start is not None else int(counter_rng.integers(0, 10**6))
+                for m in self.machines
+            ],
+            dtype=np.int64,
+        )
+        self.parts_defective = self.parts_processed // 50
+        for i, m in enumerate(self.machines):
+            kept = (controllers or {}).get(m.machine_id)
+            if kept is not None:
+                self.parts_processed[i] = int(kept["parts_processed"])
+                self.parts_defective[i] = int(kept["parts_defective"])
+                self.physics.energy_kwh[i] = float(kept["energy_kwh"])
+        # The state every machine starts in is ground truth too (intervals run from it).
+        self._pending_gt = [
+            GroundTruthEntry(ts=start_ms, machine_id=m.machine_id, kind="state", mode="running") for m in self.machines
+        ]
         self._next_energy_ms = start_ms
         self._shifts = [
             (_minutes(dtime.fromisoformat(s.start)), _minutes(dtime.fromisoformat(s.end))) for s in plant.shifts
@@ -131,6 +195,17 @@ class PlantSimulator:
             (d.name, _minutes(dtime.fromisoformat(d.start)), d.duration_min, set(d.lines))
             for d in plant.planned_downtime
         ]
+
+    def controller_state(self) -> dict[str, dict[str, float]]:
+        """What each machine's controller keeps across a restart (counters and meter)."""
+        return {
+            m.machine_id: {
+                "parts_processed": int(self.parts_processed[i]),
+                "parts_defective": int(self.parts_defective[i]),
+                "energy_kwh": float(self.physics.energy_kwh[i]),
+            }
+            for i, m in enumerate(self.machines)
+        }
 
     # -- schedule --------------------------------------------------------------------
 
@@ -162,6 +237,10 @@ class PlantSimulator:
         machine = self.machines[index]
         until = self.now_ms + round(duration_s * 1000)
         entries: list[GroundTruthEntry] = []
+        if kind == "counter_reset":  # the controller restarted: its counters start from 0 again
+            self.parts_processed[index] = 0
+            self.parts_defective[index] = 0
+            return [GroundTruthEntry(ts=self.now_ms, machine_id=machine.machine_id, kind="device_fault", mode=kind)]
         if kind == "offline":
             endpoint = machine.endpoint or ""
             shared = machine.protocol in ("opcua", "modbus")
@@ -234,6 +313,8 @@ class PlantSimulator:
     # -- stepping --------------------------------------------------------------------
 
     def _seq_next(self, machine_id: str, stream: str) -> int:
+        if self._take_seq is not None:
+            return self._take_seq(machine_id, stream)
         key = (machine_id, stream)
         seq = self._seq.get(key, 0)
         self._seq[key] = seq + 1
@@ -294,38 +375,46 @@ class PlantSimulator:
                     duration_s=physics.calibration.tool_change_s,
                 )
             )
+        gt += self._pending_gt
+        self._pending_gt = []
         for tr in physics.transitions:
             m = self.machines[tr.machine_index]
             old_reason = self._reasons[tr.machine_index]
             self._reasons[tr.machine_index] = tr.reason
-            if tr.old == MAINTENANCE and (tr.new != MAINTENANCE or tr.reason != old_reason):
-                events.append(self._event(m, ts, MachineEventType.MAINTENANCE_ENDED, STATE_NAMES[tr.new], old_reason))
-            if tr.new == RUNNING:
-                events.append(
-                    self._event(m, ts, MachineEventType.MACHINE_STARTED, "running", None, previous=STATE_NAMES[tr.old])
+            new_state = STATE_NAMES[tr.new]
+            gt.append(GroundTruthEntry(ts=ts, machine_id=m.machine_id, kind="state", mode=new_state, reason=tr.reason))
+            for change in transition_events(STATE_NAMES[tr.old], old_reason, new_state, tr.reason):
+                events.append(self._event(m, ts, change.event_type, change.state, change.reason, **change.attributes))
+            if tr.new == MAINTENANCE and tr.reason.startswith("planned:"):
+                name = tr.reason.removeprefix("planned:")
+                duration = next(d.duration_min for d in self.plant.planned_downtime if d.name == name) * 60
+                gt.append(
+                    GroundTruthEntry(
+                        ts=ts, machine_id=m.machine_id, kind="planned_downtime", mode=name, duration_s=duration
+                    )
                 )
-            elif tr.new == MAINTENANCE:
-                events.append(self._event(m, ts, MachineEventType.MAINTENANCE_STARTED, "maintenance", tr.reason))
-                if tr.reason.startswith("planned:"):
-                    name = tr.reason.removeprefix("planned:")
-                    duration = next(d.duration_min for d in self.plant.planned_downtime if d.name == name) * 60
-                    gt.append(
-                        GroundTruthEntry(
-                            ts=ts, machine_id=m.machine_id, kind="planned_downtime", mode=name, duration_s=duration
-                        )
-                    )
-            else:
-                if tr.reason.startswith("failure:"):
-                    events.append(
-                        self._event(m, ts, MachineEventType.FAULT_RAISED, "stopped", tr.reason.removeprefix("failure:"))
-                    )
-                events.append(self._event(m, ts, MachineEventType.MACHINE_STOPPED, STATE_NAMES[tr.new], tr.reason))
         parts: list[QualityMetric] = []
         for index in np.flatnonzero(physics.cycle_done):
             m = self.machines[int(index)]
             cycle = int(physics.cycle_count[index])
+            scrapped = bool(physics.scrap[index])
+            self.parts_processed[index] = (self.parts_processed[index] + 1) % COUNTER_MODULUS
+            if scrapped:
+                self.parts_defective[index] = (self.parts_defective[index] + 1) % COUNTER_MODULUS
             part_id = f"{m.machine_id}-{cycle}"
-            result = PartResult.SCRAP if physics.scrap[index] else PartResult.GOOD
+            result = PartResult.SCRAP if scrapped else PartResult.GOOD
+            defect = physics.defect.get(int(index), "visual" if scrapped else None)
+            gt.append(
+                GroundTruthEntry(
+                    ts=ts,
+                    machine_id=m.machine_id,
+                    kind="part",
+                    mode=result.value,
+                    reason=defect or "",
+                    detail={"parts_processed": float(self.parts_processed[index])},
+                    signal=part_id,
+                )
+            )
             events.append(
                 self._event(
                     m, ts, MachineEventType.CYCLE_COMPLETED, STATE_NAMES[physics.state[index]], None,
@@ -338,7 +427,7 @@ class PlantSimulator:
                     part_id=part_id,
                     result=result,
                     product_variant=m.product_quality,
-                    defect_code=physics.defect.get(int(index), "visual" if result is PartResult.SCRAP else None),
+                    defect_code=defect,
                     measurements={
                         "torque_nm": round(float(physics.cycle_torque[index]), 3),
                         "speed_rpm": round(float(physics.cycle_speed[index]), 1),
@@ -349,6 +438,16 @@ class PlantSimulator:
         energy: list[EnergyUsage] = []
         if ts >= self._next_energy_ms:
             self._next_energy_ms = ts + round(ENERGY_PERIOD_S * 1000)
+            gt += [
+                GroundTruthEntry(
+                    ts=ts,
+                    machine_id=m.machine_id,
+                    kind="energy",
+                    mode="meter",
+                    detail={"energy_kwh": float(physics.energy_kwh[i]), "power_kw": float(physics.power[i])},
+                )
+                for i, m in enumerate(self.machines)
+            ]
             energy = [
                 EnergyUsage(
                     **self._envelope(m, ts, "energy"),
@@ -393,7 +492,20 @@ class PlantSimulator:
                     vals[fault.signal] = None
                     quality[fault.signal] = Quality.BAD
             online = self._machine_offline_until[i] <= ts and (m.endpoint not in offline_endpoints)
-            out.append(Reading(m, source_ts, vals, quality, online, STATE_NAMES[self.physics.state[i]]))
+            state = STATE_NAMES[self.physics.state[i]]
+            reason = self._reasons[i]
+            code, mode = packml_of(state, reason)
+            status = MachineStatus(
+                state_code=int(code),
+                unit_mode=int(mode),
+                stop_reason_id=stop_reason_id(reason) if state != "running" else 0,
+                stop_reason=reason if state != "running" else "",
+                parts_processed=int(self.parts_processed[i]),
+                parts_defective=int(self.parts_defective[i]),
+                energy_kwh=round(float(self.physics.energy_kwh[i]), 4),
+                power_kw=round(float(self.physics.power[i]), 4),
+            )
+            out.append(Reading(m, source_ts, vals, quality, online, state, status))
         return out
 
 
@@ -437,4 +549,4 @@ def utc_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> i
     return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
 
 
-__all__ = ["PlantSimulator", "Reading", "Snapshot", "snapshot_telemetry", "utc_ms"]
+__all__ = ["MachineStatus", "PlantSimulator", "Reading", "Snapshot", "snapshot_telemetry", "utc_ms"]

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from plantstream.contract.machine_tags import MACHINE_STATES
+
 OVERSTRAIN_LIMIT = {"L": 11_000.0, "M": 12_000.0, "H": 13_000.0}
 WEAR_PER_CYCLE_MIN = {"L": 2.0, "M": 3.0, "H": 5.0}  # AI4I: tool wear added per process by variant
 FAILURE_MODES = ("TWF", "HDF", "PWF", "OSF", "RNF")
@@ -45,7 +47,7 @@ AI4I_MACHINE_FAILURE_RATE = 0.0339
 
 # Machine states (the values of the ``state`` array).
 RUNNING, IDLE, STOPPED, MAINTENANCE = 0, 1, 2, 3
-STATE_NAMES = ("running", "idle", "stopped", "maintenance")
+STATE_NAMES = MACHINE_STATES  # index = the state code the physics arrays hold
 
 
 @dataclass(frozen=True)

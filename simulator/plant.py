@@ -59,6 +59,7 @@ class Machine:
     unit_id: int | None = None  # Modbus unit (slave) id
     signal_names: tuple[str, ...] | None = None  # None: the type's default signals
     cycle_s: float = 30.0
+    counter_start: int | None = None  # the part counters' value at start (None: drawn at random)
 
     @property
     def signals(self) -> tuple[str, ...]:

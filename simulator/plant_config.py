@@ -21,13 +21,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from plantstream.contract.edge_wire import MQTT_TOPIC, OPCUA_PATH, Register
+from plantstream.contract.edge_wire import OPCUA_PATH, Register, mqtt_topic
+from plantstream.contract.machine_tags import MachineTag
 from plantstream.contract.signals import SIGNALS
 from plantstream.simulator.plant import SIGNALS_BY_TYPE, Machine, MachineType
 
 Protocol = Literal["opcua", "mqtt", "modbus", "kafka-direct"]
 DEFAULT_PLANT_FILE = Path(__file__).parent / "plants" / "default.yaml"
-FaultKind = Literal["stuck", "spike", "dropout", "clock_skew", "offline"]
+FaultKind = Literal["stuck", "spike", "dropout", "clock_skew", "offline", "counter_reset"]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -40,7 +41,12 @@ class _Model(BaseModel):
 
 
 class MachineTypeConfig(_Model):
-    """Per machine type: its signals, cycle time and Modbus register map."""
+    """Per machine type: its signals, cycle time and Modbus register map.
+
+    Register map keys are signals (telemetry) or machine tags (``contract.machine_tags``:
+    state, unit mode, stop reason, part counters, energy meter); a type without a tag's
+    register cannot say that over Modbus, and its machines report what they can.
+    """
 
     signals: list[str] | None = None  # default: plant.SIGNALS_BY_TYPE
     cycle_s: float = Field(30.0, gt=0, le=3600)
@@ -57,9 +63,10 @@ class MachineTypeConfig(_Model):
     @field_validator("registers")
     @classmethod
     def _no_overlap(cls, value: dict[str, Register]) -> dict[str, Register]:
-        unknown = [s for s in value if s not in SIGNALS]
+        tags = {t.value for t in MachineTag}
+        unknown = [s for s in value if s not in SIGNALS and s not in tags]
         if unknown:
-            raise ValueError(f"registers for unknown signals {unknown}")
+            raise ValueError(f"registers for unknown signals or tags {unknown} (tags: {sorted(tags)})")
         used: dict[tuple[str, int], str] = {}
         for signal, reg in value.items():
             for word in range(reg.address, reg.address + reg.words):
@@ -92,6 +99,9 @@ class MachineConfig(_Model):
     protocol: Protocol = "kafka-direct"
     endpoint: str | None = None  # a key of ``endpoints``; required unless kafka-direct
     unit_id: int | None = Field(None, ge=1, le=247)  # Modbus only
+    #: The controller's part counters at start (default: drawn at random); e.g. just below
+    #: the PackML roll-over (2^31 - 1) to see the edge handle it.
+    counter_start: int | None = Field(None, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _protocol_needs(self) -> MachineConfig:
@@ -253,6 +263,7 @@ class PlantConfig(_Model):
                 unit_id=m.unit_id,
                 signal_names=self.signals_of(m.type),
                 cycle_s=self.type_config(m.type).cycle_s,
+                counter_start=m.counter_start,
             )
             for site, area, line, m in self._walk()
         ]
@@ -271,9 +282,7 @@ class PlantConfig(_Model):
                     url=endpoint.url(),
                     interval_s=max(endpoint.interval_s, self.sample_period_s),
                     opcua_path=("Plant", machine.site, machine.area, machine.line, machine.machine_id),
-                    mqtt_topic=MQTT_TOPIC.format(
-                        site=machine.site, area=machine.area, line=machine.line, machine_id=machine.machine_id
-                    ),
+                    mqtt_topic=mqtt_topic(machine.site, machine.area, machine.line, machine.machine_id),
                     registers=dict(self.type_config(machine.machine_type).registers)
                     if machine.protocol == "modbus"
                     else {},

@@ -6,7 +6,9 @@ the plant's endpoints: an OPC UA server per ``opcua`` endpoint, a Modbus TCP ser
 ``modbus`` endpoint, an MQTT publisher per ``mqtt`` endpoint (with its own mosquitto
 when the endpoint says ``managed_broker: true``).  Device faults from the engine take
 OPC UA / Modbus servers down and bring them back on the same port; offline MQTT
-machines stop publishing.  Ground truth goes to ``<out_dir>/ground_truth.jsonl``.
+machines stop publishing.  Ground truth goes to ``<out_dir>/ground_truth.jsonl``; the
+machines' part counters and energy meters are kept in ``<out_dir>/controllers.json`` when
+the plant stops and resumed from there at the next start, as a real controller keeps them.
 
 Everything runs on one asyncio loop (asyncua and pymodbus are asyncio servers; paho
 publishes from its own network thread).  :func:`serve_in_thread` runs a plant on a
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,9 +61,11 @@ class PlantServer:
         self.plant, self.out_dir, self.speed = plant, Path(out_dir), speed
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ground_truth_path = self.out_dir / "ground_truth.jsonl"
+        self.controllers_path = self.out_dir / "controllers.json"
         self._gt = GroundTruthLog(self.ground_truth_path)
         start = int(time.time() * 1000) if start_ms is None else start_ms
-        self.sim = PlantSimulator(plant, start, self._gt, faults=faults)
+        kept = json.loads(self.controllers_path.read_text()) if self.controllers_path.exists() else None
+        self.sim = PlantSimulator(plant, start, self._gt, faults=faults, controllers=kept)
         self.on_snapshot = on_snapshot
         self.last: Snapshot | None = None
         self.report = ServeReport()
@@ -94,12 +99,17 @@ class PlantServer:
             await server.start()
         for publisher in self.mqtt.values():
             await asyncio.to_thread(publisher.start)
-            publisher.update(self._mine(publisher.machines, snapshot))
+            publisher.update(self._mine(publisher.machines, snapshot), self._parts(publisher.machines, snapshot))
 
     @staticmethod
     def _mine(machines: list, snapshot: Snapshot) -> list:
         ids = {m.machine_id for m in machines}
         return [r for r in snapshot.readings if r.machine.machine_id in ids]
+
+    @staticmethod
+    def _parts(machines: list, snapshot: Snapshot) -> list:
+        ids = {m.machine_id for m in machines}
+        return [p for p in snapshot.parts if p.machine_id in ids]
 
     def _step(self) -> Snapshot:
         snapshot = self.sim.step()
@@ -112,7 +122,9 @@ class PlantServer:
             self.on_snapshot(snapshot)
         return snapshot
 
-    async def _publish(self, snapshot: Snapshot) -> None:
+    async def _publish(self, snapshot: Snapshot, *, again: bool = False) -> None:
+        """Serve a step on every endpoint (``again``: the same step once more, without its
+        parts: what a held device keeps reporting)."""
         for name, server in (*self.opcua.items(), *self.modbus.items()):
             offline = name in snapshot.offline_endpoints
             if offline and server.online:
@@ -122,21 +134,38 @@ class PlantServer:
             if not offline and not server.online:
                 await server.start()
         for publisher in self.mqtt.values():
-            publisher.update(self._mine(publisher.machines, snapshot))
+            parts = [] if again else self._parts(publisher.machines, snapshot)
+            publisher.update(self._mine(publisher.machines, snapshot), parts)
 
-    async def run(self, minutes: float | None = None, stop: asyncio.Event | None = None) -> ServeReport:
-        """Step until ``minutes`` of simulated time have passed or ``stop`` is set."""
+    async def run(
+        self, minutes: float | None = None, stop: asyncio.Event | None = None, stepping: asyncio.Event | None = None
+    ) -> ServeReport:
+        """Step until ``minutes`` of simulated time have passed or ``stop`` is set.
+
+        ``stepping``: while it is clear the plant holds still - it keeps serving its last
+        state (devices stay up, values stay put) but does not advance.  The live demo holds
+        the plant until the gateway is connected and once more at the end until the gateway
+        has read the final state, so every part the plant made is one the gateway saw.
+        """
         stop = stop or asyncio.Event()
         wall_step = self.sim.period_ms / 1000 / self.speed
         steps = None if minutes is None else round(minutes * 60_000 / self.sim.period_ms)
         began = time.monotonic()
+        next_at = began
         done = 0
         while not stop.is_set() and (steps is None or done < steps):
+            if stepping is not None and not stepping.is_set():
+                if self.last is not None:  # a held device still reports its (unchanged) state
+                    await self._publish(self.last, again=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wall_step)
+                next_at = time.monotonic()  # held: no burst to catch up afterwards
+                continue
             await self._publish(self._step())
             done += 1
-            delay = began + done * wall_step - time.monotonic()
+            next_at += wall_step
             with contextlib.suppress(TimeoutError):  # pace to the speed factor, wake early on stop
-                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.0))
+                await asyncio.wait_for(stop.wait(), timeout=max(next_at - time.monotonic(), 0.0))
         self.report.wall_s = time.monotonic() - began
         return self.report
 
@@ -148,6 +177,10 @@ class PlantServer:
         for broker in self.brokers.values():
             await asyncio.to_thread(broker.stop)
         self._gt.close()
+        # The machines' controllers keep their counters and meters for the next start.
+        tmp = self.controllers_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.sim.controller_state(), sort_keys=True))
+        tmp.replace(self.controllers_path)
 
 
 async def serve_plant(
@@ -175,12 +208,32 @@ class RunningPlant:
         self.server = server
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_event: asyncio.Event | None = None
+        self.stepping: asyncio.Event | None = None
         self.ready = threading.Event()
         self.error: BaseException | None = None
 
+    def _call(self, fn: Callable[[], None]) -> None:
+        if self.loop is None:
+            return
+        if self.loop.is_closed():  # the plant ended on its own: say why instead of failing to stop it
+            if self.error is not None:
+                raise RuntimeError(f"the plant stopped: {self.error!r}") from self.error
+            return
+        self.loop.call_soon_threadsafe(fn)
+
     def stop(self) -> None:
-        if self.loop is not None and self.stop_event is not None:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
+        if self.stop_event is not None:
+            self._call(self.stop_event.set)
+
+    def resume(self) -> None:
+        """Let the plant advance (see :meth:`PlantServer.run`)."""
+        if self.stepping is not None:
+            self._call(self.stepping.set)
+
+    def hold(self) -> None:
+        """Hold the plant still while it keeps serving its last state."""
+        if self.stepping is not None:
+            self._call(self.stepping.clear)
 
 
 @contextlib.contextmanager
@@ -193,10 +246,12 @@ def serve_in_thread(
     faults: bool = True,
     ready_timeout: float = 30.0,
     on_snapshot: Callable[[Snapshot], None] | None = None,
+    held: bool = False,
 ) -> Iterator[RunningPlant]:
     """Serve ``plant`` on a background thread until the ``with`` block ends.
 
     Returns once every endpoint is up (raises if that takes longer than ``ready_timeout``).
+    ``held``: serve the first state but do not advance until :meth:`RunningPlant.resume`.
     """
     server = PlantServer(plant, out_dir, speed=speed, start_ms=start_ms, faults=faults, on_snapshot=on_snapshot)
     running = RunningPlant(server)
@@ -204,10 +259,13 @@ def serve_in_thread(
     async def main() -> None:
         running.loop = asyncio.get_running_loop()
         running.stop_event = asyncio.Event()
+        running.stepping = asyncio.Event()
+        if not held:
+            running.stepping.set()
         try:
             await server.start()
             running.ready.set()
-            await server.run(None, running.stop_event)
+            await server.run(None, running.stop_event, running.stepping)
         except BaseException as exc:
             running.error = exc
             running.ready.set()

@@ -1,4 +1,4 @@
-"""The bronze Delta table of telemetry on S3, written by the stream.
+"""The bronze Delta table of each stream on S3 (``bronze/<stream>``), written by the stream.
 
 Delivery guarantee: **effectively-once per Kafka offset.**  Each commit carries a Delta
 application transaction ``(app_id = bronze app of (topic, partition), version = highest
@@ -16,9 +16,11 @@ dataflow.  A commit starts when the buffer reaches ``stream.bronze_flush_rows`` 
 ``snapshot()`` commits everything buffered and waits for it, so Bytewax completes an
 epoch's snapshot only once every row the source has moved past is in the table.  The
 snapshot itself holds nothing (pickling up to ``bronze_flush_rows`` rows into every
-snapshot cost more than the commit).  The price: at most one commit per snapshot
-interval per process at low event rates (compact the table's small files
-periodically).
+snapshot cost more than the commit).  While S3 is away a commit is retried with backoff
+for up to ``stream.sink_retry_seconds`` and the flow waits; past that the process stops
+cleanly (one line, exit code 75) and a restart resumes from the last snapshot.  The
+price of committing at snapshots: at most one commit per snapshot interval per process
+at low event rates (compact the table's small files periodically).
 """
 
 from __future__ import annotations
@@ -34,11 +36,18 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.s3 import delta_storage_options
+from plantstream.contract.columns import BRONZE_PARTITION_COLUMNS, bronze_schema
+from plantstream.contract.streams import StreamSpec
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
-from plantstream.streaming.telemetry_decode import DecodedBatch
-from plantstream.streaming.telemetry_schema import BRONZE_PARTITION_COLUMNS, BRONZE_TELEMETRY_SCHEMA
+from plantstream.streaming.stopping import (
+    EXIT_SINK_UNAVAILABLE,
+    SinkUnavailableError,
+    retry_within_budget,
+    stop_process,
+)
+from plantstream.streaming.stream_decode import DecodedBatch
 from plantstream.streaming.worker_routing import PartsLikeTheSource
 
 if TYPE_CHECKING:
@@ -49,18 +58,12 @@ log = logging.getLogger(__name__)
 # Commits queued before ``add`` blocks (backpressure).
 WRITER_QUEUE_DEPTH = 2
 
-__all__ = [
-    "BRONZE_TELEMETRY_SCHEMA",
-    "BronzeTelemetrySink",
-    "bronze_app_id",
-    "bronze_telemetry_uri",
-    "ensure_bronze_table",
-]
+__all__ = ["BronzeSink", "bronze_app_id", "bronze_uri", "ensure_bronze_table"]
 
 
-def bronze_telemetry_uri(settings: Settings) -> str:
-    """Where the bronze telemetry table lives (``s3://…/bronze/telemetry``)."""
-    return settings.lake.table_uri("bronze", "telemetry")
+def bronze_uri(settings: Settings, spec: StreamSpec) -> str:
+    """Where the stream's bronze table lives (``s3://…/bronze/<stream>``)."""
+    return settings.lake.table_uri("bronze", spec.name)
 
 
 def bronze_app_id(topic: str, partition: int) -> str:
@@ -80,8 +83,8 @@ def committed_offset(settings: Settings, uri: str, app_id: str) -> int | None:
     return table.transaction_version(app_id)
 
 
-def ensure_bronze_table(settings: Settings) -> None:
-    """Create the (empty) bronze table unless it exists.
+def ensure_bronze_table(settings: Settings, spec: StreamSpec) -> None:
+    """Create the stream's (empty) bronze table unless it exists.
 
     Members that each created the table with their first commit raced for Delta version
     0 and the loser's commit failed ("Metadata changed since last commit"), so the
@@ -91,7 +94,7 @@ def ensure_bronze_table(settings: Settings) -> None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    uri = bronze_telemetry_uri(settings)
+    uri = bronze_uri(settings, spec)
     storage = delta_storage_options(settings)
     try:
         DeltaTable(uri, storage_options=storage)
@@ -101,7 +104,7 @@ def ensure_bronze_table(settings: Settings) -> None:
     try:
         DeltaTable.create(
             uri,
-            BRONZE_TELEMETRY_SCHEMA,
+            bronze_schema(spec),
             mode="ignore",
             partition_by=list(BRONZE_PARTITION_COLUMNS),
             storage_options=storage,
@@ -137,8 +140,11 @@ class _BronzeWriter:
     them on a background thread, and keeps the committed offset of every Kafka
     partition it has seen (it stays correct whichever partitions Bytewax routes here)."""
 
-    def __init__(self, settings: Settings, uri: str, topic: str, *, stats: FlowStats | None, flow: str) -> None:
+    def __init__(
+        self, settings: Settings, spec: StreamSpec, uri: str, topic: str, *, stats: FlowStats | None, flow: str
+    ) -> None:
         self._settings = settings
+        self._spec = spec
         self._uri = uri
         self._topic = topic
         self._storage = delta_storage_options(settings)
@@ -146,7 +152,8 @@ class _BronzeWriter:
         self._flush_seconds = settings.stream.bronze_flush_seconds
         self._stats = stats
         self._flow = flow
-        self._rows_written = metrics.ROWS_WRITTEN.labels(flow, "bronze")
+        self._sink = f"bronze_{spec.name}"
+        self._rows_written = metrics.ROWS_WRITTEN.labels(flow, self._sink)
         self._committed: dict[int, int | None] = {}  # used by the writer thread only
         self._lock = threading.Lock()
         self._chunks: list[pa.Table] = []
@@ -223,6 +230,27 @@ class _BronzeWriter:
         return self._committed[partition]
 
     def _commit(self, table: pa.Table) -> None:
+        """Commit, retried while S3 is away; the process stops cleanly past the budget.
+
+        Each retry reads the committed offsets back from the table first: a commit whose
+        answer was lost may have succeeded, and then the offset filter skips its rows.
+        """
+        attempts = [0]
+
+        def attempt() -> None:
+            if attempts[0]:
+                self._committed.clear()
+            attempts[0] += 1
+            self._commit_once(table)
+
+        try:
+            retry_within_budget(
+                f"commit to bronze table {self._uri}", attempt, budget_s=self._settings.stream.sink_retry_seconds
+            )
+        except SinkUnavailableError as exc:
+            stop_process(f"the lake (S3) is unavailable: {exc}", EXIT_SINK_UNAVAILABLE)
+
+    def _commit_once(self, table: pa.Table) -> None:
         """Commit the rows above each partition's committed offset, in one commit."""
         from deltalake import CommitProperties, Transaction, write_deltalake
 
@@ -242,6 +270,7 @@ class _BronzeWriter:
         table = table.filter(keep)
         if not table.num_rows:
             return
+        began = time.perf_counter()
         write_deltalake(
             self._uri,
             table,
@@ -258,9 +287,9 @@ class _BronzeWriter:
         )
         self._committed.update(dict(transactions))
         self._rows_written.inc(table.num_rows)
-        metrics.observe_latency(self._flow, "bronze", table.column("ingest_ts").to_numpy())
+        metrics.observe_written(self._flow, self._sink, table, time.perf_counter() - began)
         if self._stats is not None:
-            self._stats.add(bronze_rows_written=table.num_rows)
+            self._stats.add(self._spec.name, bronze_rows_written=table.num_rows)
 
 
 class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
@@ -281,7 +310,7 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
             if batch.events.num_rows:
                 self._writer.add(batch.events)
                 if self._stats is not None:
-                    self._stats.add(bronze_rows_received=batch.events.num_rows)
+                    self._stats.add(batch.stream.name, bronze_rows_received=batch.events.num_rows)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -294,17 +323,25 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
         self._writer.close()
 
 
-class BronzeTelemetrySink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table | None]):
-    """Appends decoded telemetry to the bronze Delta table; one sink partition per Kafka
-    partition (items keyed by their partition key).  See the module docstring for the
-    delivery guarantee."""
+class BronzeSink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table | None]):
+    """Appends one stream's decoded events to its bronze Delta table; one sink partition
+    per Kafka partition (items keyed by their partition key).  See the module docstring
+    for the delivery guarantee."""
 
     def __init__(
-        self, settings: Settings, topic: str, partitions: list[int], *, stats: FlowStats | None, flow: str
+        self,
+        settings: Settings,
+        spec: StreamSpec,
+        topic: str,
+        partitions: list[int],
+        *,
+        stats: FlowStats | None,
+        flow: str,
     ) -> None:
         super().__init__(partitions)
         self._settings = settings
-        self._uri = bronze_telemetry_uri(settings)
+        self._spec = spec
+        self._uri = bronze_uri(settings, spec)
         self._topic = topic
         self._stats = stats
         self._flow = flow
@@ -315,5 +352,7 @@ class BronzeTelemetrySink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch,
 
     def build_part(self, step_id: str, for_part: str, resume_state: pa.Table | None) -> _BronzePartition:
         if self._writer is None:  # one writer for the partitions this process builds
-            self._writer = _BronzeWriter(self._settings, self._uri, self._topic, stats=self._stats, flow=self._flow)
+            self._writer = _BronzeWriter(
+                self._settings, self._spec, self._uri, self._topic, stats=self._stats, flow=self._flow
+            )
         return _BronzePartition(self._writer, resume_state, stats=self._stats)

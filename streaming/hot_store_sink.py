@@ -17,14 +17,16 @@ thread per table, shared by the process's sink partitions, so the dataflow keeps
 round-trip was ~25 % of the flow's time).  The queue is bounded (backpressure) and
 ``snapshot()`` waits until it is empty and every insert succeeded: Bytewax completes an
 epoch's snapshot only after that, so no row a snapshot has moved the source past can be
-missing - the guarantee is the same as with synchronous inserts.  Transient failures are
-retried with backoff (retrying is safe for the same reasons), then raised on the
-dataflow's thread at the next write or snapshot: the flow stops and resumes from its
-last snapshot.
+missing - the guarantee is the same as with synchronous inserts.  While the hot store is
+away an insert is retried with backoff (safe for the same reasons) for up to
+``stream.sink_retry_seconds`` and the flow waits; past that the process stops cleanly
+with one line and exit code 75, and a restart resumes from the last snapshot
+(:mod:`plantstream.streaming.stopping`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import queue
@@ -33,18 +35,26 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from plantstream.connect.hotstore import hotstore_client
+from plantstream.contract.columns import MILLIS_FIELDS, TIMESTAMP_MS_UTC
+from plantstream.contract.streams import StreamSpec
 from plantstream.domain.aggregates import WINDOW_AGGREGATE_SCHEMA
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
-from plantstream.streaming.hot_tables import TELEMETRY_RAW_TABLE, TELEMETRY_WINDOWS_TABLE
-from plantstream.streaming.telemetry_decode import DecodedBatch
-from plantstream.streaming.telemetry_schema import TIMESTAMP_MS_UTC
+from plantstream.streaming.hot_tables import COPY_RANK, COPY_RANK_BASE, TELEMETRY_WINDOWS_TABLE, raw_columns
+from plantstream.streaming.stopping import (
+    EXIT_SINK_UNAVAILABLE,
+    SinkUnavailableError,
+    retry_within_budget,
+    stop_process,
+)
+from plantstream.streaming.stream_decode import DecodedBatch
 from plantstream.streaming.windowing import ClosedWindows
 from plantstream.streaming.worker_routing import PartsLikeTheSource
 
@@ -52,45 +62,25 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-INSERT_ATTEMPTS = 5
 
-# Raw columns as the hot table declares them; contract epoch-ms fields become timestamps.
-_RAW_COLUMNS = (
-    "machine_id",
-    "seq",
-    "signal",
-    "value",
-    "unit",
-    "quality",
-    "site",
-    "area",
-    "line",
-    "v",
-    "event_ts",
-    "source_ts",
-    "read_ts",
-    "ingest_ts",
-    "kafka_partition",
-    "kafka_offset",
-)
-_MS_TO_TIMESTAMP = ("source_ts", "read_ts", "ingest_ts")
+def raw_rows(spec: StreamSpec, events: pa.Table) -> pa.Table:
+    """Decoded events (the stream's bronze schema) reshaped for ``<stream>_raw``.
 
-
-def raw_rows(events: pa.Table) -> pa.Table:
-    """Decoded telemetry (bronze schema) reshaped for ``telemetry_raw``.
-
-    String columns go dictionary-encoded: the table declares them ``LowCardinality``,
-    and the server took ~20 % less CPU per insert for dictionaries than for plain strings
-    (it no longer hashes every value); encoding here runs on the writer thread.
+    Contract epoch-ms fields become timestamps; ``copy_rank`` makes ``FINAL`` keep the
+    first copy of an event.  String columns go dictionary-encoded: the table declares the
+    low-cardinality ones ``LowCardinality``, and the server took ~20 % less CPU per
+    insert for dictionaries than for plain strings (it no longer hashes every value);
+    encoding here runs on the writer thread.
     """
-    table = events.select(list(_RAW_COLUMNS))
-    for name in _MS_TO_TIMESTAMP:
+    table = events.select(raw_columns(spec))
+    for name in MILLIS_FIELDS:
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, table.column(name).cast(TIMESTAMP_MS_UTC))
     for index, field in enumerate(table.schema):
-        if pa.types.is_string(field.type):
+        if pa.types.is_string(field.type) and field.name in spec.low_cardinality:
             table = table.set_column(index, field.name, pc.dictionary_encode(table.column(index)))
-    return table
+    offsets = table.column("kafka_offset").combine_chunks().to_numpy(zero_copy_only=False).astype(np.uint64)
+    return table.append_column(COPY_RANK, pa.array(np.uint64(COPY_RANK_BASE) - offsets))
 
 
 def window_rows(closed: ClosedWindows) -> pa.Table:
@@ -136,7 +126,7 @@ class _HotStoreWriter(Generic[T]):
         table: str,
         prepare: Callable[[list[T]], list[tuple[pa.Table, str]]],
         *,
-        on_written: Callable[[pa.Table], None],
+        on_written: Callable[[pa.Table, float], None],
         rows_of: Callable[[T], int],
         coalesce_rows: int,
         max_delay_s: float,
@@ -234,32 +224,26 @@ class _HotStoreWriter(Generic[T]):
     def _insert_items(self, values: list[T]) -> None:
         for rows, token in self._prepare(values):
             if rows.num_rows:
+                began = time.perf_counter()
                 self._insert(rows, token)
-                self._on_written(rows)
+                self._on_written(rows, time.perf_counter() - began)
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"hot-store insert into {self._table} failed") from self._error
 
     def _insert(self, rows: pa.Table, token: str) -> None:
+        """One insert, retried while the hot store is away (safe: the token and the table's
+        key make a repeated insert harmless); the process stops cleanly past the budget."""
         settings: dict[str, Any] = {"insert_deduplication_token": token}
-        for attempt in range(1, INSERT_ATTEMPTS + 1):
-            try:
-                self._client.insert_arrow(self._table, rows, settings=settings)
-                return
-            except Exception as exc:  # clickhouse-connect raises several types; all retried alike
-                if attempt == INSERT_ATTEMPTS:
-                    raise
-                delay = min(10.0, 0.2 * 2**attempt)
-                log.warning(
-                    "insert into %s failed (%s); retry %d in %.1fs",
-                    self._table,
-                    exc,
-                    attempt,
-                    delay,
-                    extra={"event": "hotstore_retry", "table": self._table},
-                )
-                time.sleep(delay)
+        try:
+            retry_within_budget(
+                f"insert into hot-store table {self._table}",
+                lambda: self._client.insert_arrow(self._table, rows, settings=settings),
+                budget_s=self._settings.stream.sink_retry_seconds,
+            )
+        except SinkUnavailableError as exc:
+            stop_process(f"the hot store is unavailable: {exc}", EXIT_SINK_UNAVAILABLE)
 
     def flush(self) -> None:
         """Insert what is pending (of every partition), wait until every insert is written;
@@ -329,25 +313,32 @@ class _HotStoreSink(PartsLikeTheSource):
 
 
 class HotRawSink(_HotStoreSink, FixedPartitionedSink[DecodedBatch, None]):
-    """Valid telemetry into ``telemetry_raw``: the batches of every Kafka partition this
-    process writes are coalesced (up to ``RAW_INSERT_ROWS`` rows or
+    """Valid events of one stream into its ``<stream>_raw`` table: the batches of every
+    Kafka partition this process writes are coalesced (up to ``RAW_INSERT_ROWS`` rows or
     ``RAW_INSERT_MAX_DELAY_S``) into one insert, token
     ``raw:<topic>:<partition>:<first offset>-<last offset>[,<partition>:…]``.
     Effectively-once in ``FINAL`` (see the module docstring)."""
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
-        counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_raw")
-        stats, flow = self._stats, self._flow
+    def __init__(
+        self, settings: Settings, spec: StreamSpec, partitions: list[int], *, stats: FlowStats | None, flow: str
+    ) -> None:
+        super().__init__(settings, partitions, stats=stats, flow=flow)
+        self._spec = spec
 
-        def written(rows: pa.Table) -> None:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _HotStorePartition[DecodedBatch]:
+        spec, stats, flow = self._spec, self._stats, self._flow
+        sink = f"hot_{spec.name}"
+        counter = metrics.ROWS_WRITTEN.labels(flow, sink)
+
+        def written(rows: pa.Table, seconds: float) -> None:
             counter.inc(rows.num_rows)
-            metrics.observe_latency(flow, "hot_raw", rows.column("ingest_ts").cast("int64").to_numpy())
+            metrics.observe_written(flow, sink, rows, seconds)
             if stats is not None:
-                stats.add(raw_rows_written=rows.num_rows)
+                stats.add(spec.name, raw_rows_written=rows.num_rows)
 
         return self._part(
-            TELEMETRY_RAW_TABLE,
-            _raw_inserts,
+            spec.hot_table,
+            functools.partial(_raw_inserts, spec),
             on_written=written,
             rows_of=_batch_rows,
             coalesce_rows=RAW_INSERT_ROWS,
@@ -359,7 +350,7 @@ def _batch_rows(batch: DecodedBatch) -> int:
     return batch.events.num_rows
 
 
-def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
+def _raw_inserts(spec: StreamSpec, batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
     """One insert for the batches of one call (any partitions), tokened by each
     partition's offset range (deterministic for the same cut of batches)."""
     batches = [b for b in batches if b.events.num_rows]
@@ -371,7 +362,7 @@ def _raw_inserts(batches: list[DecodedBatch]) -> list[tuple[pa.Table, str]]:
         ranges[batch.partition] = (min(first, batch.first_offset), max(last, batch.last_offset))
     events = pa.concat_tables([b.events for b in batches]) if len(batches) > 1 else batches[0].events
     spans = ",".join(f"{p}:{first}-{last}" for p, (first, last) in sorted(ranges.items()))
-    return [(raw_rows(events), f"raw:{batches[0].topic}:{spans}")]
+    return [(raw_rows(spec, events), f"raw:{batches[0].topic}:{spans}")]
 
 
 class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
@@ -387,8 +378,9 @@ class HotWindowSink(_HotStoreSink, FixedPartitionedSink[ClosedWindows, None]):
         counter = metrics.ROWS_WRITTEN.labels(self._flow, "hot_windows")
         stats = self._stats
 
-        def written(rows: pa.Table) -> None:
+        def written(rows: pa.Table, seconds: float) -> None:
             counter.inc(rows.num_rows)
+            metrics.observe_sink_write(self._flow, "hot_windows", rows.num_rows, seconds)
             if stats is not None:
                 stats.add(windows_written=rows.num_rows)
 

@@ -1,6 +1,8 @@
-"""Kafka sinks of the telemetry flow: dead letters and late events.
+"""Kafka sinks of the plant flow: dead letters (every stream) and late events (telemetry).
 
-Delivery guarantee: **at-least-once.**  Records go through the idempotent producer of
+Delivery guarantee: **at-least-once.**  (While Kafka is away, a snapshot waits up to
+``stream.sink_retry_seconds`` for the deliveries, then the process stops cleanly:
+:mod:`plantstream.streaming.stopping`.)  Records go through the idempotent producer of
 ``plantstream.connect.kafka`` (no loss or reordering from producer retries); every sink
 partition flushes its producer in ``snapshot()``, i.e. before Bytewax completes the
 epoch's snapshot, so nothing a snapshot has moved the source past can be lost.  After a
@@ -20,18 +22,21 @@ from plantstream.connect.kafka import producer as kafka_producer
 from plantstream.settings import Settings
 from plantstream.streaming import metrics, sink_registry
 from plantstream.streaming.flow_stats import FlowStats
-from plantstream.streaming.telemetry_decode import DeadLetter
+from plantstream.streaming.stopping import EXIT_SINK_UNAVAILABLE, stop_process
+from plantstream.streaming.stream_decode import DeadLetter
 from plantstream.streaming.windowing import LateEvents
 from plantstream.streaming.worker_routing import PartsLikeTheSource
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 300.0
-
 
 class _ProducerPartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, settings: Settings, topic: str, sink: str, stats: FlowStats | None, flow: str) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, sink: str, *, stats: FlowStats | None, flow: str, stream: str | None
+    ) -> None:
         self._producer = kafka_producer(settings)
+        self._stream = stream
+        self._budget_s = settings.stream.sink_retry_seconds
         self._topic = topic
         self._sink = sink
         self._stats = stats
@@ -61,7 +66,7 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
                 self.produce(item.key, item.value, item.headers())
                 metrics.DEAD_LETTERS.labels(self._flow, item.error.kind.value).inc()
                 if self._stats is not None:
-                    self._stats.add(dead_letters=1)
+                    self._stats.add(self._stream, dead_letters=1)
             elif isinstance(item, LateEvents):
                 for key, value, offset, event_ms, watermark in zip(
                     item.keys, item.values, item.offsets, item.event_ms, item.watermark_ms, strict=True
@@ -72,21 +77,24 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
                     self._stats.add(late=len(item.values))
             else:  # pragma: no cover - wiring error
                 raise TypeError(f"{self._sink} sink got {type(item).__name__}")
-        self._raise_failures()
-
-    def _raise_failures(self) -> None:
-        if self._failed:
-            errors, self._failed = self._failed, []
-            raise RuntimeError(f"{len(errors)} {self._sink} record(s) not delivered to {self._topic}: {errors[:3]}")
+        if self._failed:  # Kafka refused records for good: the epoch must not complete without them
+            self._stop(0)
 
     def flush(self) -> None:
         self.snapshot()
 
     def snapshot(self) -> None:
-        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
-        self._raise_failures()
-        if remaining:
-            raise RuntimeError(f"{remaining} {self._sink} record(s) still undelivered to {self._topic}")
+        """Wait until every record is delivered; past the retry budget the process stops cleanly."""
+        remaining = self._producer.flush(self._budget_s)
+        if remaining or self._failed:
+            self._stop(remaining)
+
+    def _stop(self, remaining: int) -> None:
+        stop_process(
+            f"Kafka did not take the {self._sink} records for {self._topic} within {self._budget_s:.0f} s "
+            f"({remaining} undelivered, errors: {self._failed[:3]})",
+            EXIT_SINK_UNAVAILABLE,
+        )
 
     def close(self) -> None:
         self.snapshot()
@@ -111,7 +119,15 @@ class KafkaRecordSink(PartsLikeTheSource, FixedPartitionedSink[Any, None]):
     (at-least-once; see the module docstring).  Partitions follow the source's."""
 
     def __init__(
-        self, settings: Settings, topic: str, partitions: list[int], *, sink: str, stats: FlowStats | None, flow: str
+        self,
+        settings: Settings,
+        topic: str,
+        partitions: list[int],
+        *,
+        sink: str,
+        stats: FlowStats | None,
+        flow: str,
+        stream: str | None = None,
     ) -> None:
         super().__init__(partitions)
         self._settings = settings
@@ -119,6 +135,9 @@ class KafkaRecordSink(PartsLikeTheSource, FixedPartitionedSink[Any, None]):
         self._sink = sink
         self._stats = stats
         self._flow = flow
+        self._stream = stream  # whose dead letters these are (per-stream counts)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ProducerPartition:
-        return _ProducerPartition(self._settings, self._topic, self._sink, self._stats, self._flow)
+        return _ProducerPartition(
+            self._settings, self._topic, self._sink, stats=self._stats, flow=self._flow, stream=self._stream
+        )

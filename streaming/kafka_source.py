@@ -10,6 +10,15 @@ continues exactly after the last snapshotted batch.
 Bounded ("drain") mode, ``stop_at_end=True``, ends a partition when librdkafka reports
 ``PARTITION_EOF`` (``enable.partition.eof``); the broker's ListOffsets high watermark is
 never used to decide that (it is wrong on some brokers, and it races with producers).
+
+A stop request (:data:`plantstream.streaming.stopping.STOP`) ends every partition's input
+at its next poll.  A partition whose end, as fetch responses report it, lies *below* the
+next offset the flow would read means the broker lost or reused offsets (it happens to
+the local broker: docs/platform.md): the flow says so at once (an error log line, the
+``plantstream_stream_offset_regressions_total`` metric and an incident that
+``plantstream gaps`` shows) and, if it lasts longer than
+``stream.offset_regression_grace_seconds``, stops (exit 76) rather than silently skip
+whatever the broker writes at the reused offsets.
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from plantstream.connect.kafka import consumer as kafka_consumer
+from plantstream.incidents import record_incident
 from plantstream.settings import Settings
 from plantstream.streaming import metrics
+from plantstream.streaming.stopping import EXIT_OFFSETS_LOST, STOP, stop_process
 from plantstream.streaming.worker_routing import partition_key
 
 log = logging.getLogger(__name__)
@@ -156,14 +167,18 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         start = 0 if next_offset is None else next_offset
         self._tp = TopicPartition(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, start)])
+        self._settings = settings
+        self._regressed_at: float | None = None  # monotonic time the log end was first seen below us
+        self._grace_s = settings.stream.offset_regression_grace_seconds
         DRAIN_PROGRESS.add(built=1)
 
     def next_batch(self) -> list[RawBatch]:
-        if self._at_end:
+        if self._at_end or STOP.is_set():
             raise StopIteration
         messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
         if not messages:
             self._idle = True
+            self._check_log_end()
             return []
         self._idle = False
         DRAIN_PROGRESS.data_arrived()
@@ -195,6 +210,10 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 data.append(message)
                 continue
             if error.code() == KafkaError._PARTITION_EOF:
+                end = message.offset()
+                if end is not None and end >= 0 and self._next_offset is not None and end < self._next_offset:
+                    self._regression(end)
+                    continue  # not the end of what we read: never end a drain on it
                 if self._stop_at_end and not self._at_end:
                     self._at_end = True
                     DRAIN_PROGRESS.add(ended=1)
@@ -203,6 +222,48 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 raise KafkaException(error)
             log.warning("kafka consumer %s[%d]: %s", self._topic, self._partition, error)
         return data
+
+    def _check_log_end(self) -> None:
+        """Idle: compare the partition's end from the last fetch response with our position."""
+        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if high < 0 or self._next_offset is None:
+            return
+        if high < self._next_offset:
+            self._regression(high)
+        elif self._regressed_at is not None:
+            log.warning("%s[%d]: the log end is at or past our position again (%d)", self._topic, self._partition, high)
+            self._regressed_at = None
+
+    def _regression(self, end: int) -> None:
+        now = time.monotonic()
+        if self._regressed_at is None:
+            self._regressed_at = now
+            metrics.OFFSET_REGRESSIONS.labels(self._flow, self._topic, str(self._partition)).inc()
+            log.error(
+                "%s[%d] ends at offset %d but the flow has read up to %d: the broker lost or reused offsets; "
+                "events written there are not read (stopping after %.0f s if it lasts)",
+                self._topic,
+                self._partition,
+                end,
+                self._next_offset,
+                self._grace_s,
+                extra={"event": "offset_regression", "topic": self._topic, "partition": self._partition},
+            )
+            record_incident(
+                self._settings,
+                "offset_regression",
+                topic=self._topic,
+                partition=self._partition,
+                log_end=end,
+                position=self._next_offset,
+            )
+        elif now - self._regressed_at > self._grace_s:
+            stop_process(
+                f"{self._topic}[{self._partition}] has ended at offset {end}, below the {self._next_offset} the flow "
+                f"read, for {now - self._regressed_at:.0f} s: the broker lost or reused offsets. Check the broker, "
+                "then restart the flow; `plantstream gaps` shows what is missing",
+                EXIT_OFFSETS_LOST,
+            )
 
     def next_awake(self) -> datetime | None:
         if self._idle and not self._at_end:

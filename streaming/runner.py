@@ -1,20 +1,21 @@
-"""Run the telemetry dataflow, in this process or as a cluster of processes, with
-Bytewax recovery on.
+"""Run the plant dataflow, in this process or as a cluster of processes, with Bytewax
+recovery on: the one way every entry point runs it.
 
-``run_telemetry_flow(settings, stop_at_end=True)`` drains the topic in this process and
-returns the counts of the run (the demo and tests use it); ``stop_at_end=False`` runs
-until killed.  ``run_telemetry_cluster(settings, processes=N, …)`` starts N worker
-processes (Bytewax 0.21 has no flag that spawns them: each is
-``python -m plantstream.streaming.runner --process-id K --addresses A0;A1;…``) and sums
-their counts.  Scale with processes, not threads: the GIL makes two threads of one
-process slower than one.  Kafka partitions are spread over the workers and every
-stateful key is aligned with the worker that reads its partition
+``run_flow(settings, stop_at_end=True)`` drains every input to its end and returns the
+counts of the run; ``stop_at_end=False`` runs until stopped.  It runs in this process
+when ``stream.workers`` is 1 and as a cluster of that many processes otherwise, so
+``plantstream stream``, ``python -m plantstream.streaming.runner`` and the demo agree.
+A cluster (:func:`run_cluster`) starts N worker processes (Bytewax 0.21 has no flag that
+spawns them: each is ``python -m plantstream.streaming.runner --process-id K --addresses
+A0;A1;…``) and sums their counts.  Scale with processes, not threads: the GIL makes two
+threads of one process slower than one.  Kafka partitions are spread over the workers
+and every stateful key is aligned with the worker that reads its partition
 (:mod:`plantstream.streaming.worker_routing`), so no batch crosses processes.
 
-Recovery state lives in ``settings.recovery_dir / "telemetry"``: one directory of
-SQLite recovery partitions shared by all processes of the machine (Bytewax lets each
-partition be used by one worker).  A run after a crash - with the same or another
-number of processes - resumes from the last snapshot.
+Recovery state lives in ``settings.recovery_dir / <flow> / <topic namespace>``: one
+directory of SQLite recovery partitions shared by all processes of the machine (Bytewax
+lets each partition be used by one worker).  A run after a crash - with the same or
+another number of processes - resumes from the last snapshot.
 
 ``python -m plantstream.streaming.runner [--drain] [--processes N]`` does the same from
 the command line with settings from the environment and prints the counts as JSON.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import faulthandler
 import gc
 import json
@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,7 +45,8 @@ from bytewax.run import cli_main
 from bytewax.testing import run_main
 
 from plantstream.connect.s3 import ensure_buckets
-from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, TELEMETRY, TopicSpec, ensure_topics
+from plantstream.connect.topics import ensure_topics
+from plantstream.contract.streams import STREAMS
 from plantstream.settings import Settings, child_env, load_settings
 from plantstream.streaming import sink_registry
 from plantstream.streaming.bronze_sink import ensure_bronze_table
@@ -53,7 +55,15 @@ from plantstream.streaming.hot_tables import ensure_hot_tables
 from plantstream.streaming.kafka_source import DRAIN_PROGRESS
 from plantstream.streaming.logs import configure_logging
 from plantstream.streaming.metrics import serve_metrics
-from plantstream.streaming.telemetry_flow import FLOW_NAME, build_telemetry_flow
+from plantstream.streaming.plant_flow import FLOW_NAME, build_plant_flow
+from plantstream.streaming.stopping import (
+    EXIT_SINK_UNAVAILABLE,
+    STOP,
+    SinkUnavailableError,
+    install_stop_signals,
+    retry_within_budget,
+    stop_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +76,37 @@ MEMBER_STARTED_AT = "started_at"
 MEMBER_FIRST_DATA_AT = "first_data_at"
 
 
-def telemetry_topics(settings: Settings) -> tuple[TopicSpec, ...]:
-    """The catalogue's specs of the flow's topics, under the names the settings give."""
-    s = settings.stream
-    return (
-        dataclasses.replace(TELEMETRY, name=s.telemetry_topic),
-        dataclasses.replace(DEAD_LETTERS, name=s.dead_letter_topic),
-        dataclasses.replace(LATE_EVENTS, name=s.late_topic),
-    )
-
-
-def prepare_telemetry_flow(settings: Settings) -> None:
+def prepare_flow(settings: Settings) -> None:
     """Create what the flow writes to and reads from, if missing (idempotent)."""
-    ensure_topics(settings, telemetry_topics(settings))
+    ensure_topics(settings)
     ensure_hot_tables(settings)
     ensure_buckets(settings, [settings.lake.bucket])
-    ensure_bronze_table(settings)
+    for spec in STREAMS:
+        ensure_bronze_table(settings, spec)
+
+
+def _prepare_or_stop(settings: Settings) -> None:
+    """:func:`prepare_flow`, waiting out services that are not up yet; past the sink retry
+    budget the process stops with one line (a flow started before its services)."""
+    try:
+        retry_within_budget(
+            "preparing topics, hot tables and the lake",
+            lambda: prepare_flow(settings),
+            budget_s=settings.stream.sink_retry_seconds,
+        )
+    except SinkUnavailableError as exc:
+        stop_process(f"a service the flow needs is unavailable: {exc}", EXIT_SINK_UNAVAILABLE)
 
 
 def recovery_dir(settings: Settings) -> Path:
-    """The flow's Bytewax recovery partitions, one directory per input topic.
+    """The flow's Bytewax recovery partitions, one directory per topic namespace.
 
     Recovery state is keyed by Kafka partition number: the offsets and windows kept for
-    one topic's partition 3 must never be resumed against another topic's partition 3.
+    one deployment's partition 3 must never be resumed against another topic set's
+    partition 3, so the topic prefix names the directory.
     """
-    topic = settings.stream.telemetry_topic
-    return settings.recovery_dir / FLOW_NAME / "".join(c if c.isalnum() or c in "._-" else "_" for c in topic)
+    prefix = settings.kafka.topic_prefix or "catalogue"
+    return settings.recovery_dir / FLOW_NAME / "".join(c if c.isalnum() or c in "._-" else "_" for c in prefix)
 
 
 def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> Path:
@@ -113,20 +128,21 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def run_telemetry_flow(settings: Settings, *, stop_at_end: bool) -> FlowStats:
-    """Run the telemetry flow in this process (one worker) with recovery on.
+def run_in_process(settings: Settings, *, stop_at_end: bool) -> FlowStats:
+    """Run the flow in this process (one worker) with recovery on.
 
     Returns this run's counts (after a resume, replayed events are counted again; the
     sinks deduplicate what they write).
     """
-    prepare_telemetry_flow(settings)
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port)
+    _prepare_or_stop(settings)
+    if settings.metrics.enabled:
+        serve_metrics(settings)
+    _listen_for_stop()
     stats = FlowStats()
     sink_registry.clear()
-    flow = build_telemetry_flow(settings, stop_at_end=stop_at_end, stats=stats)
+    flow = build_plant_flow(settings, stop_at_end=stop_at_end, stats=stats)
     interval = timedelta(seconds=settings.stream.snapshot_interval_seconds)
-    log.info("telemetry flow starting", extra={"event": "flow_start", "processes": 1, "drain": stop_at_end})
+    log.info("plant flow starting", extra={"event": "flow_start", "processes": 1, "drain": stop_at_end})
     _freeze_startup_heap()
     try:
         run_main(flow, epoch_interval=interval, recovery_config=_recovery_config(settings))
@@ -136,21 +152,43 @@ def run_telemetry_flow(settings: Settings, *, stop_at_end: bool) -> FlowStats:
         # and keep reconnecting (and logging) after the platform stops.
         sink_registry.clear()
         gc.collect()
-    log.info("telemetry flow finished", extra={"event": "flow_end", **stats.as_dict()})
+    log.info("plant flow finished", extra={"event": "flow_end", **stats.as_dict()})
     return stats
+
+
+def _listen_for_stop() -> None:
+    """Ctrl-C / SIGTERM end the input and let the last epoch finish (streaming.stopping)."""
+    STOP.clear()
+    if threading.current_thread() is threading.main_thread():
+        install_stop_signals()
+
+
+def stopped_by_request() -> bool:
+    """True if the last run ended because a stop was requested, not at the input's end."""
+    return STOP.is_set()
+
+
+def run_flow(settings: Settings, *, stop_at_end: bool, processes: int | None = None) -> FlowStats:
+    """Run the flow as ``processes`` (default ``stream.workers``) processes: in this one
+    when 1, else as a cluster.  Every entry point calls this."""
+    processes = processes or settings.stream.workers
+    if processes > 1:
+        return run_cluster(settings, processes=processes, stop_at_end=stop_at_end)
+    return run_in_process(settings, stop_at_end=stop_at_end)
 
 
 def run_cluster_member(settings: Settings, *, process_id: int, addresses: list[str], stop_at_end: bool) -> FlowStats:
     """Run this process as member ``process_id`` of a cluster at ``addresses`` (one
     worker per process).  The topics, tables and bucket must exist already."""
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port + process_id)
+    if settings.metrics.enabled:
+        serve_metrics(settings, process_id)
+    _listen_for_stop()
     stats = FlowStats()
     sink_registry.clear()
-    flow = build_telemetry_flow(settings, stop_at_end=stop_at_end, stats=stats)
+    flow = build_plant_flow(settings, stop_at_end=stop_at_end, stats=stats)
     interval = timedelta(seconds=settings.stream.snapshot_interval_seconds)
     log.info(
-        "telemetry flow member starting",
+        "plant flow member starting",
         extra={"event": "flow_start", "process_id": process_id, "processes": len(addresses), "drain": stop_at_end},
     )
     _freeze_startup_heap()
@@ -174,10 +212,10 @@ def run_cluster_member(settings: Settings, *, process_id: int, addresses: list[s
             "ignored a cluster shutdown race after the drain completed",
             extra={"event": "shutdown_race", "process_id": process_id, "error": str(exc)},
         )
-    if stop_at_end:
+    if stop_at_end and not STOP.is_set():
         sink_registry.flush_all()
         _check_drained(stats)
-    log.info("telemetry flow member finished", extra={"event": "flow_end", "process_id": process_id, **stats.as_dict()})
+    log.info("plant flow member finished", extra={"event": "flow_end", "process_id": process_id, **stats.as_dict()})
     return stats
 
 
@@ -188,13 +226,13 @@ def _is_shutdown_race(exc: BaseException) -> bool:
 def _check_drained(stats: FlowStats) -> None:
     """Raise unless this member's drain is complete: every source partition it built hit
     its end, and every sink received and wrote everything upstream produced for it."""
-    problems = {
-        "sources not at end": not DRAIN_PROGRESS.complete,
-        "hot raw rows != valid events": stats.raw_rows_written != stats.events_valid,
-        "bronze rows received != valid events": stats.bronze_rows_received != stats.events_valid,
-        "dead letters != invalid events": stats.dead_letters != stats.events_in - stats.events_valid,
-        "window rows written != emitted": stats.windows_written != stats.windows_emitted,
-    }
+    problems = {"sources not at end": not DRAIN_PROGRESS.complete}
+    for stream in stats.streams:
+        c = stats.stream(stream)
+        problems[f"{stream}: hot rows != valid events"] = c["raw_rows_written"] != c["events_valid"]
+        problems[f"{stream}: bronze rows received != valid events"] = c["bronze_rows_received"] != c["events_valid"]
+        problems[f"{stream}: dead letters != invalid events"] = c["dead_letters"] != c["events_in"] - c["events_valid"]
+    problems["window rows written != emitted"] = stats.windows_written != stats.windows_emitted
     failed = [name for name, bad in problems.items() if bad]
     if failed:
         raise RuntimeError(f"drain incomplete: {', '.join(failed)} ({stats.as_dict()})")
@@ -219,7 +257,7 @@ def start_cluster(
 ) -> list[subprocess.Popen[bytes]]:
     """Start the ``processes`` members of a cluster (each in its own process group, so a
     caller can ``kill -9`` one or all).  Their last stdout line is their counts as JSON."""
-    prepare_telemetry_flow(settings)
+    _prepare_or_stop(settings)
     ensure_recovery_dir(recovery_dir(settings))
     addresses = ";".join(free_local_addresses(processes))
     stderr = log_path.open("ab") if log_path is not None else None
@@ -249,6 +287,14 @@ def stop_cluster(members: list[subprocess.Popen[bytes]], sig: int = signal.SIGKI
         member.wait(60)
 
 
+def stop_cluster_gently(members: list[subprocess.Popen[bytes]]) -> None:
+    """Ask every member to finish its epoch and stop (SIGTERM); :func:`run_cluster_timed` waits."""
+    for member in members:
+        if member.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(member.pid, signal.SIGTERM)
+
+
 @dataclass(frozen=True)
 class ClusterRun:
     """Summed counts of a cluster run, and when its members started running the flow
@@ -261,7 +307,7 @@ class ClusterRun:
     finished_at: float
 
 
-def run_telemetry_cluster(
+def run_cluster(
     settings: Settings,
     *,
     processes: int,
@@ -287,11 +333,20 @@ def run_cluster_timed(
     timeout_s: float | None = None,
     log_path: Path | None = None,
 ) -> ClusterRun:
-    """:func:`run_telemetry_cluster`, also returning when the members started and ended."""
+    """:func:`run_cluster`, also returning when the members started and ended.
+
+    A stop request to this process (Ctrl-C, SIGTERM) is passed on to every member as
+    SIGTERM: each finishes its epoch and exits, and their counts are summed as usual.
+    """
+    _listen_for_stop()
     members = start_cluster(settings, processes=processes, stop_at_end=stop_at_end, log_path=log_path)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    passed_on = False
     try:
         while any(m.poll() is None for m in members):
+            if STOP.is_set() and not passed_on:
+                stop_cluster_gently(members)
+                passed_on = True
             failed = [m for m in members if m.returncode not in (None, 0)]
             if failed:
                 raise RuntimeError(f"cluster member exited with {failed[0].returncode}; see {log_path or 'stderr'}")
@@ -312,7 +367,7 @@ def run_cluster_timed(
         counts = json.loads(lines[-1])
         started.append(counts.pop(MEMBER_STARTED_AT))
         first_data.append(counts.pop(MEMBER_FIRST_DATA_AT) or finished_at)
-        total.add(**counts)
+        total.merge(counts)
     return ClusterRun(total, min(started), min(first_data), finished_at)
 
 
@@ -339,11 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         # shutdown race, and interpreter finalisation would then abort the process.
         os._exit(0)
     else:
-        processes = args.processes or settings.stream.workers
-        if processes > 1:
-            stats = run_telemetry_cluster(settings, processes=processes, stop_at_end=args.drain)
-        else:
-            stats = run_telemetry_flow(settings, stop_at_end=args.drain)
+        stats = run_flow(settings, stop_at_end=args.drain, processes=args.processes)
     print(json.dumps(stats.as_dict()), flush=True)
 
 

@@ -39,7 +39,7 @@ from bytewax.operators import StatefulBatchLogic
 from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, epoch_ms, window_aggregates, window_start_ms
 from plantstream.settings import Settings
 from plantstream.streaming import metrics
-from plantstream.streaming.telemetry_decode import DecodedBatch
+from plantstream.streaming.stream_decode import DecodedBatch
 
 log = logging.getLogger(__name__)
 

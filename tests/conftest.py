@@ -80,20 +80,17 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[..., str]:
 def stream_settings(
     platform_settings: Settings, unique_name: Callable[..., str], tmp_path: Path
 ) -> Callable[..., Settings]:
-    """``stream_settings(**stream_overrides)``: the session platform with private topics,
-    hot-store database, lake prefix and state dir (recovery, gateway buffer) for this test."""
+    """``stream_settings(**stream_overrides)``: the session platform with private topics (a
+    topic prefix), hot-store database, lake prefix and state dir (recovery, gateway buffer)
+    for this test."""
 
     def make(**stream: object) -> Settings:
         base = unique_name("tel", sep="_")
-        topics = {
-            "telemetry_topic": f"{base}.telemetry",
-            "dead_letter_topic": f"{base}.deadletter",
-            "late_topic": f"{base}.late",
-        }
         return platform_settings.model_copy(
             update={
                 "state_dir": tmp_path / "state",
-                "stream": platform_settings.stream.model_copy(update={**topics, **stream}),
+                "kafka": platform_settings.kafka.model_copy(update={"topic_prefix": f"{base}."}),
+                "stream": platform_settings.stream.model_copy(update=stream),
                 "hotstore": platform_settings.hotstore.model_copy(update={"database": base}),
                 "lake": platform_settings.lake.model_copy(update={"prefix": f"test/{base}"}),
             }

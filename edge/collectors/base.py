@@ -1,9 +1,17 @@
-"""What every collector shares: the reading it hands over, the sink it hands it to, and backoff.
+"""What every collector shares: what it hands over, the sink it hands it to, and backoff.
 
 Collectors know nothing about sequence numbers, buffers or Kafka: they turn protocol
-data into :class:`Reading` objects and call the :class:`Sink`.  ``on_durable`` lets a
-collector acknowledge upstream (MQTT PUBACK) only after the gateway has the readings
-on disk.
+data into observations and call the :class:`Sink`:
+
+* :class:`Reading` - one value of one signal (becomes ``Telemetry``);
+* :class:`StatusReading` - the machine controller's tags read together (PackML state and
+  mode, stop reason, part counters, energy meter: ``contract.machine_tags``), from which
+  the gateway derives machine events, parts and energy readings;
+* :class:`PartReading` - one part's inspection result, where the device reports it
+  (MQTT).
+
+``on_durable`` lets a collector acknowledge upstream (MQTT PUBACK) only after the
+gateway has the observations on disk.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,11 +38,41 @@ class Reading:
     read_ts: int  # epoch ms when the gateway received it
 
 
+@dataclass(frozen=True, slots=True)
+class StatusReading:
+    """The controller tags of one machine as one read gave them (any subset of
+    ``MachineTag``; numbers as read, the stop reason text as a string)."""
+
+    machine_id: str
+    tags: dict[str, float | str]
+    source_ts: int | None
+    read_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartReading:
+    """One part's inspection result as the device published it."""
+
+    machine_id: str
+    part_id: str
+    result: str  # good | scrap | rework
+    defect_code: str | None
+    product_variant: str
+    measurements: dict[str, float]
+    source_ts: int | None
+    read_ts: int
+
+
+Observation = Reading | StatusReading | PartReading
+
+
 class Sink(Protocol):
     """The gateway side a collector talks to (all calls from the event loop thread)."""
 
-    def submit(self, protocol: str, readings: list[Reading], on_durable: Callable[[], None] | None = None) -> None:
-        """Queue readings for sequencing and the durable buffer; ``on_durable`` runs after the commit."""
+    def submit(
+        self, protocol: str, readings: Sequence[Observation], on_durable: Callable[[], None] | None = None
+    ) -> None:
+        """Queue observations for sequencing and the durable buffer; ``on_durable`` runs after the commit."""
 
     def alive(self, machine_id: str) -> None:
         """The machine answered (data, an error response, a successful probe): it is not stale."""

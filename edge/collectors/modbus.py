@@ -1,8 +1,12 @@
 """Modbus TCP polling: one task per machine (unit id), batched reads per contiguous block.
 
 Modbus has no timestamps, so ``source_ts`` is ``None`` and the read time is the event
-time.  An exception response is an answer (the device is there): its signals are
-emitted with ``quality="bad"``.  No answer (timeout, refused, reset) drops the
+time.  A register map holds signals (each becomes a :class:`Reading`) and controller tags
+(state, stop reason, part counters, energy meter: ``contract.machine_tags``), which go
+together as one :class:`StatusReading` per poll; tags read in one block come from one
+instant of the device, which is why the plant file keeps its status registers contiguous.
+An exception response is an answer (the device is there): its signals are emitted with
+``quality="bad"``.  No answer (timeout, refused, reset) drops the
 connection and reconnects with backoff; the staleness tracker marks the machine stale
 meanwhile.  The poll schedule is absolute (``t0 + k * interval``) so a slow read does
 not make the period drift.
@@ -22,7 +26,8 @@ from pymodbus.exceptions import ModbusException
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import MAX_READ_REGISTERS, Register
-from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
+from plantstream.contract.signals import SIGNALS
+from plantstream.edge.collectors.base import Backoff, Observation, Reading, Sink, StatusReading, now_ms, sleep_or_stop
 from plantstream.edge.config import MachineConfig
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,7 @@ async def run_machine(
     backoff: Backoff,
 ) -> None:
     blocks = plan_blocks(registers)
-    sink.known_signals(machine.machine_id, sorted(registers))
+    sink.known_signals(machine.machine_id, sorted(name for name in registers if name in SIGNALS))
     connected_before = False
     while not stop.is_set():
         client = AsyncModbusTcpClient(
@@ -117,21 +122,31 @@ async def _poll(
 ) -> None:
     next_at = time.monotonic()
     while not stop.is_set():
-        readings: list[Reading] = []
+        readings: list[Observation] = []
+        tags: dict[str, float | str] = {}
+        tags_read_ts = 0
         for block in blocks:
             read = client.read_holding_registers if block.table == "holding" else client.read_input_registers
             response = await read(block.start, count=block.count, device_id=machine.modbus.unit_id)
             read_ts = now_ms()
-            if response.isError():
+            if response.isError():  # the device is there; its signals are bad, its tags unknown
                 readings += [
-                    Reading(machine.machine_id, name, None, Quality.BAD, None, read_ts) for name, _ in block.signals
+                    Reading(machine.machine_id, name, None, Quality.BAD, None, read_ts)
+                    for name, _ in block.signals
+                    if name in SIGNALS
                 ]
                 continue
             words = list(response.registers)
             for name, reg in block.signals:
                 offset = reg.address - block.start
                 value = decode(words[offset : offset + reg.words], reg)
-                readings.append(Reading(machine.machine_id, name, value, Quality.GOOD, None, read_ts))
+                if name in SIGNALS:
+                    readings.append(Reading(machine.machine_id, name, value, Quality.GOOD, None, read_ts))
+                else:
+                    tags[name] = value
+                    tags_read_ts = read_ts
+        if tags:
+            readings.append(StatusReading(machine.machine_id, tags, None, tags_read_ts))
         sink.alive(machine.machine_id)
         sink.submit(PROTOCOL, readings)
         next_at += machine.interval_s

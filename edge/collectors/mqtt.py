@@ -1,5 +1,9 @@
 """MQTT subscriptions: one client per broker, QoS 1, persistent session, manual acks.
 
+Per machine three topics (docs/edge-protocols.md): ``…/telemetry`` (sampled signals ->
+readings), ``…/state`` (the controller's tags -> one status reading per message) and
+``…/quality`` (one inspection result per part -> a part reading).
+
 The client id is fixed (the gateway id) and the session is not cleaned, so messages
 published while the gateway is away wait in the broker.  Acknowledgements are manual:
 a message is PUBACKed only after its readings are committed to the local buffer, so
@@ -22,7 +26,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import mqtt_topic
-from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
+from plantstream.edge.collectors.base import (
+    Backoff,
+    Observation,
+    PartReading,
+    Reading,
+    Sink,
+    StatusReading,
+    now_ms,
+    sleep_or_stop,
+)
 from plantstream.edge.config import MachineConfig
 
 log = logging.getLogger(__name__)
@@ -36,18 +49,81 @@ class Payload(msgspec.Struct):
     quality: str = "good"
 
 
-def default_topic(site: str, machine: MachineConfig) -> str:
-    return mqtt_topic(site, machine.area, machine.line, machine.machine_id)
+class StatePayload(msgspec.Struct):
+    """The controller's tags (``contract.machine_tags.MachineTag`` names); any may be missing."""
+
+    ts: int
+    state: int | None = None
+    unit_mode: int | None = None
+    stop_reason: int | None = None
+    stop_reason_text: str | None = None
+    parts_processed: int | None = None
+    parts_defective: int | None = None
+    energy_kwh: float | None = None
+    power_kw: float | None = None
+
+
+class PartPayload(msgspec.Struct):
+    ts: int
+    part_id: str
+    result: str
+    defect_code: str | None = None
+    product_variant: str = ""
+    measurements: dict[str, float] = {}
+
+
+def default_topic(site: str, machine: MachineConfig, channel: str = "telemetry") -> str:
+    return mqtt_topic(site, machine.area, machine.line, machine.machine_id, channel)
+
+
+def machine_topics(site: str, machine: MachineConfig) -> dict[str, str]:
+    """Channel -> topic of one machine: configured, else beside its telemetry topic."""
+    telemetry = machine.mqtt.topic or default_topic(site, machine)
+    root = telemetry.removesuffix("/telemetry") if telemetry.endswith("/telemetry") else None
+
+    def beside(channel: str, configured: str | None) -> str:
+        if configured:
+            return configured
+        return f"{root}/{channel}" if root is not None else default_topic(site, machine, channel)
+
+    return {
+        "telemetry": telemetry,
+        "state": beside("state", machine.mqtt.state_topic),
+        "quality": beside("quality", machine.mqtt.quality_topic),
+    }
 
 
 def parse(machine_id: str, payload: bytes, read_ts: int) -> list[Reading]:
-    """One message -> readings; ``null`` values are "not measured" and produce no reading."""
+    """One telemetry message -> readings; ``null`` values are "not measured" and produce no reading."""
     msg = msgspec.json.decode(payload, type=Payload)
     quality = _QUALITY.get(msg.quality, Quality.BAD)
     return [
         Reading(machine_id, signal, float(value), quality, msg.ts, read_ts)
         for signal, value in msg.values.items()
         if value is not None
+    ]
+
+
+def parse_channel(machine_id: str, channel: str, payload: bytes, read_ts: int) -> list[Observation]:
+    """One message of any of a machine's channels -> its observations."""
+    if channel == "telemetry":
+        return list(parse(machine_id, payload, read_ts))
+    if channel == "state":
+        msg = msgspec.json.decode(payload, type=StatePayload)
+        tags = {k: v for k, v in msgspec.structs.asdict(msg).items() if k != "ts" and v is not None}
+        return [StatusReading(machine_id, tags, msg.ts, read_ts)]
+    part = msgspec.json.decode(payload, type=PartPayload)
+    return [
+        PartReading(
+            machine_id,
+            part.part_id,
+            part.result,
+            part.defect_code,
+            part.product_variant,
+            dict(part.measurements),
+            part.ts,
+            read_ts,
+        )
     ]
 
 
@@ -63,7 +139,7 @@ async def run_broker(
     backoff: Backoff,
 ) -> None:
     loop = asyncio.get_running_loop()
-    topics = {m.mqtt.topic or default_topic(site, m): m.machine_id for m in machines}
+    topics = {topic: (m.machine_id, channel) for m in machines for channel, topic in machine_topics(site, m).items()}
     for m in machines:
         if m.mqtt.signals:
             sink.known_signals(m.machine_id, list(m.mqtt.signals))
@@ -71,9 +147,9 @@ async def run_broker(
     connected_before = False
     invalid = 0
 
-    def deliver(machine_id: str, readings: list[Reading], client: mqtt.Client, mid: int) -> None:
+    def deliver(machine_id: str, readings: list[Observation], client: mqtt.Client, mid: int) -> None:
         sink.alive(machine_id)
-        names = {r.signal for r in readings}
+        names = {r.signal for r in readings if isinstance(r, Reading)}
         if not names <= seen[machine_id]:
             seen[machine_id] |= names
             sink.known_signals(machine_id, sorted(seen[machine_id]))
@@ -107,11 +183,12 @@ async def run_broker(
 
         def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             nonlocal invalid
-            machine_id = topics.get(msg.topic)
+            target = topics.get(msg.topic)
             try:
-                if machine_id is None:
+                if target is None:
                     raise ValueError(f"unexpected topic {msg.topic}")
-                readings = parse(machine_id, msg.payload, now_ms())
+                machine_id, channel = target
+                readings = parse_channel(machine_id, channel, msg.payload, now_ms())
             except (msgspec.MsgspecError, ValueError) as exc:
                 invalid += 1
                 if invalid <= 10 or invalid % 1000 == 0:
@@ -131,7 +208,7 @@ async def run_broker(
             started = True
             # Up means subscribed (SUBACK): before that, a publish would not reach this session.
             await asyncio.wait_for(subscribed.wait(), timeout=30)
-            for machine_id in topics.values():
+            for machine_id in {m for m, _ in topics.values()}:
                 sink.connection(machine_id, PROTOCOL, True)
             if connected_before:
                 sink.reconnect(PROTOCOL)
@@ -151,7 +228,7 @@ async def run_broker(
                 client.disconnect()
             if started:
                 await asyncio.to_thread(client.loop_stop)
-            for machine_id in topics.values():
+            for machine_id in {m for m, _ in topics.values()}:
                 sink.connection(machine_id, PROTOCOL, False)
         if stop.is_set():
             break

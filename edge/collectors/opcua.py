@@ -10,6 +10,14 @@ drops the session and reconnects with backoff and jitter.
 
 Each notification carries the ``DataValue``'s SourceTimestamp and StatusCode; the
 StatusCode's severity bits map to good / uncertain / bad.
+
+The controller's tags (PackML state and mode, stop reason, part counters, energy meter:
+``contract.machine_tags.OPCUA_TAGS``, in the machine's ``PackTags`` and ``EnergyMeter``
+sub-folders) are *read*, all of them in one Read request, every ``interval_s``: one
+request returns them from one moment of the server, so the counters and the state seen
+together belong together (subscriptions notify each variable on its own).  That read is
+also the session probe; a machine without those folders is probed by reading the
+server's clock.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any
 from asyncua import Client, ua
 
 from plantstream.contract import Quality
-from plantstream.edge.collectors.base import Backoff, Reading, Sink, now_ms, sleep_or_stop
+from plantstream.contract.machine_tags import OPCUA_TAGS, MachineTag
+from plantstream.edge.collectors.base import Backoff, Reading, Sink, StatusReading, now_ms, sleep_or_stop
 from plantstream.edge.config import MachineConfig
 
 log = logging.getLogger(__name__)
@@ -135,6 +144,7 @@ async def _session(site: str, machine: MachineConfig, client: Client, sink: Sink
     path = opts.folder or ["Plant", site, machine.area, machine.line, machine.machine_id]
     folder = await client.nodes.objects.get_child([f"{ns}:{p}" for p in path])
     clock = client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+    tags = await _tag_nodes(folder, ns)
     handler = _Handler(machine.machine_id, sink)
     sub = await client.create_subscription(opts.publishing_interval_ms, handler)
     handles: dict[ua.NodeId, int] = {}
@@ -152,11 +162,47 @@ async def _session(site: str, machine: MachineConfig, client: Client, sink: Sink
                 machine_id=machine.machine_id,
             )
             next_browse = loop.time() + opts.browse_interval_s
+        if tags:
+            status = await _read_status(client, machine.machine_id, tags)
+            if status is not None:
+                sink.submit(PROTOCOL, [status])
         else:
             await clock.read_value()
         sink.alive(machine.machine_id)
         if await sleep_or_stop(stop, min(machine.interval_s, opts.browse_interval_s)):
             return
+
+
+async def _tag_nodes(folder: Any, ns: int) -> dict[MachineTag, Any]:
+    """The machine's controller tag nodes that exist on this server (tag -> node)."""
+    found: dict[MachineTag, Any] = {}
+    for tag, (sub_folder, name, _variant) in OPCUA_TAGS.items():
+        try:
+            found[tag] = await folder.get_child([f"{ns}:{sub_folder}", f"{ns}:{name}"])
+        except ua.UaError:
+            continue  # a device without that tag says what it can
+    return found
+
+
+async def _read_status(client: Client, machine_id: str, tags: dict[MachineTag, Any]) -> StatusReading | None:
+    """All tags in ONE Read request (values from one moment of the server)."""
+    values = await client.read_attributes(list(tags.values()))
+    read_ts = now_ms()
+    taken: dict[str, float | str] = {}
+    source: list[int] = []
+    for tag, dv in zip(tags, values, strict=True):
+        if dv.StatusCode is not None and not dv.StatusCode.is_good():
+            continue
+        value = dv.Value.Value if dv.Value is not None else None
+        if value is None:
+            continue
+        taken[tag.value] = str(value) if tag is MachineTag.STOP_REASON_TEXT else float(value)
+        ts = epoch_ms(dv.SourceTimestamp)
+        if ts is not None:
+            source.append(ts)
+    if not taken:
+        return None
+    return StatusReading(machine_id, taken, max(source) if source else None, read_ts)
 
 
 async def _sync_subscriptions(

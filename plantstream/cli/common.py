@@ -15,11 +15,15 @@ err_console = Console(stderr=True)
 
 
 def settings_or_exit() -> Settings:
-    """Load settings; on error print which keys are wrong and exit 2 (fail at start-up)."""
+    """Load settings; on error print which keys are wrong and exit 2 (fail at start-up).
+
+    Printed verbatim (no markup: a message may quote ``[::1]`` or JSON) and unwrapped, so
+    it stays one paragraph a user can read and a script can grep.
+    """
     try:
         return load_settings()
     except SettingsError as exc:
-        err_console.print(f"[red]{exc}[/red]")
+        err_console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -16,8 +16,8 @@ STEPS = {
     "platform": "starting / checking the local platform",
     "live": "live plant -> OPC UA / MQTT / Modbus -> edge gateway -> Kafka (seconds)",
     "produce": "load generator: simulated plant -> Kafka",
-    "stream": "draining the telemetry dataflow -> hot store + bronze",
-    "lakehouse": "materialising Dagster assets (bronze -> silver)",
+    "stream": "draining the plant dataflow (every stream) -> hot store + bronze",
+    "lakehouse": "materialising Dagster assets (bronze -> silver, every stream)",
 }
 
 
@@ -66,25 +66,49 @@ def demo(
         for task in tasks.values():
             bar.update(task, completed=bar.tasks[task].total or 1, total=bar.tasks[task].total or 1)
 
-    table = Table("", "this run", "total", title=f"PlantStream demo: {result.machines} machines")
     produced_by = "the edge gateway" if result.source == "edge" else "the load generator"
-    table.add_row(f"events produced to Kafka by {produced_by}", f"{result.events_produced:,}", "")
-    for protocol, count in result.events_by_protocol.items():
-        table.add_row(f"  from {protocol}", f"{count:,}", "")
-    if result.source == "edge":
-        table.add_row("missing sequence numbers (plantstream gaps)", f"{result.gaps_missing:,}", "")
-    table.add_row("events consumed by the dataflow", f"{result.kafka_events_consumed:,}", "")
-    table.add_row("dead letters", f"{result.dead_letters:,}", "")
-    table.add_row("late events (kept on the late topic)", f"{result.late_events:,}", "")
-    table.add_row("hot store rows (telemetry_raw FINAL)", f"{result.hot_rows:,}", f"{result.totals.hot_rows:,}")
-    table.add_row("hot store window aggregates", f"{result.hot_windows:,}", f"{result.totals.hot_windows:,}")
-    table.add_row("bronze Delta rows", f"{result.bronze_rows:,}", f"{result.totals.bronze_rows:,}")
-    table.add_row("silver Delta rows", f"{result.silver_rows:,}", f"{result.totals.silver_rows:,}")
-    table.add_row("platform start", f"{result.platform_start_s:.1f} s", "")
-    table.add_row("wall time", f"{result.wall_s:.1f} s", "")
+    table = Table(
+        "stream",
+        f"produced ({produced_by})",
+        "missing (gaps)",
+        "Kafka",
+        "hot store",
+        "bronze",
+        "silver",
+        "dead letters",
+        "silver total",
+        title=f"PlantStream demo: {result.machines} machines, this run",
+    )
+    for name, s in result.streams.items():
+        table.add_row(
+            name,
+            f"{s.produced:,}",
+            f"{s.gaps_missing:,}",
+            f"{s.kafka:,}",
+            f"{s.hot_rows:,}",
+            f"{s.bronze_rows:,}",
+            f"{s.silver_rows:,}",
+            f"{s.dead_letters:,}",
+            f"{result.totals[name].silver_rows:,}",
+            style=None if s.agrees else "red",
+        )
     console.print(table)
+    if result.events_by_protocol:
+        console.print(
+            "through the gateway by protocol: " + ", ".join(f"{p} {n:,}" for p, n in result.events_by_protocol.items())
+        )
+    if result.ground_truth_parts is not None:
+        console.print(
+            f"parts the plant made: {result.ground_truth_parts:,}; good + scrap in silver: {result.silver_parts:,}"
+        )
+    console.print(
+        f"telemetry windows: {result.hot_windows:,}; late events (kept on the late topic): {result.late_events:,}; "
+        f"platform start {result.platform_start_s:.1f} s; wall time {result.wall_s:.1f} s"
+    )
     verdict = "[green]counts agree[/green]" if result.counts_agree else "[red]COUNTS DISAGREE[/red]"
-    console.print(f"{'gateway = ' if result.source == 'edge' else ''}Kafka = hot store = bronze = silver: {verdict}")
+    console.print(
+        f"per stream, {'gateway = ' if result.source == 'edge' else ''}Kafka = hot store = bronze = silver: {verdict}"
+    )
     if json_output:
         emit_json_line(result.summary())
     if not result.counts_agree:

@@ -6,6 +6,7 @@ The lead registers both in ``plantstream/cli/main.py``:
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -38,30 +39,46 @@ def gateway(
     run_gateway(settings, gateway_config)
 
 
+class GapsAgainst(StrEnum):
+    kafka = "kafka"
+    silver = "silver"
+
+
 def gaps(
     json_output: Annotated[bool, typer.Option("--json", help="end with one JSON line of the report")] = False,
-    topic: Annotated[
-        str | None, typer.Option(help="telemetry topic (default PLANTSTREAM_STREAM__TELEMETRY_TOPIC)")
-    ] = None,
+    against: Annotated[
+        GapsAgainst, typer.Option(help="kafka: what the topics hold; silver: what the lakehouse holds (end to end)")
+    ] = GapsAgainst.kafka,
 ) -> None:
-    """Per machine: sequence numbers the gateway produced vs. what is in Kafka (missing ranges, duplicates)."""
+    """Per machine and stream: the sequence numbers the gateway produced vs. what Kafka (or silver) holds."""
     from plantstream.edge.gaps import gap_report
     from plantstream.edge.gateway import BUFFER_FILE, edge_dir
 
     settings = settings_or_exit()
     try:
-        report = gap_report(settings, buffer_path=edge_dir(settings) / BUFFER_FILE, topic=topic)
+        report = gap_report(settings, buffer_path=edge_dir(settings) / BUFFER_FILE, against=against.value)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console = Console(stderr=json_output)
-    table = Table("machine", "produced", "in Kafka", "buffered", "missing", "missing ranges", "duplicates", "overflow")
-    for machine, m in sorted(report.machines.items()):
+    table = Table(
+        "machine",
+        "stream",
+        "produced",
+        f"in {report.against}",
+        "buffered",
+        "missing",
+        "missing ranges",
+        "duplicates",
+        "overflow",
+    )
+    for (machine, stream), m in sorted(report.entries.items()):
         ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in m.missing_ranges[:5])
         if len(m.missing_ranges) > 5:
             ranges += f", ... ({len(m.missing_ranges)} ranges)"
         table.add_row(
             machine,
+            stream,
             f"{m.produced:,}",
             f"{m.in_kafka:,}",
             f"{m.pending:,}",
@@ -71,7 +88,13 @@ def gaps(
             str(m.dropped_by_overflow),
         )
     console.print(table)
-    console.print(f"topic {report.topic}: {report.missing:,} missing, {report.duplicates:,} duplicates")
+    for stream, topic in report.topics.items():
+        console.print(f"{stream} ({topic}): {report.missing_in(stream):,} missing")
+    console.print(
+        f"all streams, against {report.against}: {report.missing:,} missing, {report.duplicates:,} duplicates"
+    )
+    for incident in report.incidents:
+        console.print(f"[red]incident[/red] {incident}")
     if json_output:
         emit_json_line(report.as_dict())
     if report.missing:

@@ -18,6 +18,7 @@ from plantstream.cli.edge_cmd import gaps, gateway
 from plantstream.cli.pipeline_cmd import simulate_kafka, stream
 from plantstream.cli.platform_cmd import platform_app
 from plantstream.cli.simulate_cmd import simulate_serve
+from plantstream.cli.sql_cmd import sql
 
 app = typer.Typer(
     name="plantstream",
@@ -30,6 +31,7 @@ app.command("bench")(bench)
 app.command("stream")(stream)
 app.command("gateway")(gateway)
 app.command("gaps")(gaps)
+app.command("sql")(sql)
 
 simulate_app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
 simulate_app.command("serve")(simulate_serve)

@@ -55,13 +55,37 @@ def up(
     foreground: bool = typer.Option(
         False, "--foreground", help="Stay attached; Ctrl-C or SIGTERM stops every service."
     ),
+    with_monitoring: bool = typer.Option(
+        False,
+        "--with-monitoring",
+        help="Also start the platform exporter and Prometheus (docs/observability.md).",
+    ),
+    with_dagster: bool = typer.Option(
+        False,
+        "--with-dagster",
+        help="Also start Dagster: webserver + daemon, so schedules and sensors run (docs/cold-tier.md).",
+    ),
 ) -> None:
     """Start every service that is not running and wait until all are healthy."""
+    from plantstream.observability.ports import metrics_port
     from plantstream.services.supervisor import LocalPlatform, PlatformError
 
     settings = settings_or_exit()
     console = Console(stderr=True)
-    platform = LocalPlatform(settings, die_with_parent=foreground)
+    platform = LocalPlatform(
+        settings, die_with_parent=foreground, with_monitoring=with_monitoring, with_dagster=with_dagster
+    )
+    if with_dagster:
+        from plantstream.services.dagster_service import webserver_url
+
+        console.print(f"Dagster UI on {webserver_url(settings)}")
+    if with_monitoring:
+        console.print(f"Prometheus on http://127.0.0.1:{metrics_port(settings, 'prometheus')}")
+        if not settings.metrics.enabled:
+            console.print(
+                "[yellow]PLANTSTREAM_METRICS__ENABLED is not set: the platform's services serve metrics, "
+                "but set it for gateways and dataflows too, or Prometheus finds them down[/yellow]"
+            )
     notify, status = _progress(console, last=platform.services[-1] if foreground else None)
     console.print(f"platform state dir: {settings.state_dir}")
     try:
@@ -101,18 +125,26 @@ def down() -> None:
     console = Console(stderr=True)
     notify, status = _progress(console)
     with status:
-        result = LocalPlatform(settings).down(progress=notify)
+        result = LocalPlatform(settings, with_monitoring=True, with_dagster=True).down(progress=notify)
     for name, outcome in result.items():
         console.print(f"  {name:<10} {outcome}")
 
 
 @platform_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:
-    """Show each service: running, healthy, pid, port, memory, data size.  Exit 1 if any is unhealthy."""
-    from plantstream.services.supervisor import LocalPlatform
+    """Show each service: running, healthy, pid, port, memory, data size.  Exit 1 if any is unhealthy.
+
+    Read-only: it creates no state dir.  A service that is not running here but whose
+    ports are taken is shown with who holds them (another state dir's platform, say).
+    """
+    from plantstream.services.spec import pid_path
+    from plantstream.services.supervisor import ALL_SERVICES, DAGSTER_SERVICES, MONITORING_SERVICES, LocalPlatform
 
     settings = settings_or_exit()
-    statuses = LocalPlatform(settings).status()
+    # Dagster and monitoring are listed when this state dir runs (or ran) them.
+    optional = DAGSTER_SERVICES + MONITORING_SERVICES
+    shown = ALL_SERVICES + tuple(s for s in optional if pid_path(settings, s).exists())
+    statuses = LocalPlatform(settings, services=shown).status()
     healthy = all(s.healthy for s in statuses)
     if as_json:
         payload = {"healthy": healthy, "state_dir": str(settings.state_dir), "services": [asdict(s) for s in statuses]}
@@ -130,5 +162,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON object o
                 f"{s.data_mb:.1f}",
                 s.log,
             )
-        Console().print(table)
+        console = Console()
+        console.print(f"platform state dir: {settings.state_dir}")
+        console.print(table)
+        for s in statuses:
+            if s.ports_held_by:
+                console.print(f"{s.name}: its ports are held by {s.ports_held_by}", style="yellow", markup=False)
     raise typer.Exit(0 if healthy else 1)

@@ -33,6 +33,7 @@ class ErrorKind(StrEnum):
     SCHEMA = "schema"
     FUTURE_VERSION = "future_version"
     IMPOSSIBLE_VALUE = "impossible_value"
+    FUTURE_EVENT_TIME = "future_event_time"
     LATE = "late"
 
 

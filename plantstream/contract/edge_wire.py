@@ -14,7 +14,10 @@ from pydantic import BaseModel, Field
 
 OPCUA_NAMESPACE = "urn:plantstream:plant"
 OPCUA_PATH = "/plantstream/"
-MQTT_TOPIC = "plantstream/v1/{site}/{area}/{line}/{machine_id}/telemetry"
+MQTT_TOPIC = "plantstream/v1/{site}/{area}/{line}/{machine_id}/{channel}"
+#: What a machine publishes on each of its MQTT topics: sampled signals, its state tags
+#: (contract.machine_tags) and one inspection result per part.
+MQTT_CHANNELS = ("telemetry", "state", "quality")
 
 RegisterType = Literal["float32", "int16", "uint16", "int32", "uint32"]
 #: Registers (16-bit words) per Modbus type.
@@ -23,8 +26,10 @@ REGISTER_WORDS: dict[str, int] = {"float32": 2, "int16": 1, "uint16": 1, "int32"
 MAX_READ_REGISTERS = 125
 
 
-def mqtt_topic(site: str, area: str, line: str, machine_id: str) -> str:
-    return MQTT_TOPIC.format(site=site, area=area, line=line, machine_id=machine_id)
+def mqtt_topic(site: str, area: str, line: str, machine_id: str, channel: str = "telemetry") -> str:
+    if channel not in MQTT_CHANNELS:
+        raise ValueError(f"unknown MQTT channel {channel!r}; channels: {MQTT_CHANNELS}")
+    return MQTT_TOPIC.format(site=site, area=area, line=line, machine_id=machine_id, channel=channel)
 
 
 class Register(BaseModel):

@@ -2,7 +2,10 @@
 
 Every topic is keyed by ``machine_id`` so one machine's events stay in one partition,
 in order.  Configs are explicit (retention, cleanup policy) because some clients read
-them back and some brokers only report what was set at creation.
+them back and some brokers only report what was set at creation.  A deployment may put
+a prefix before every name (``PLANTSTREAM_KAFKA__TOPIC_PREFIX``): :func:`topic_name` is
+the one place names are resolved.  Creating topics (which needs a broker) lives in
+:mod:`plantstream.connect.topics`; this module only describes them.
 """
 
 from __future__ import annotations
@@ -68,47 +71,10 @@ def message_key(machine_id: str) -> bytes:
     return machine_id.encode()
 
 
+def topic_name(settings: Settings, topic: TopicSpec) -> str:
+    """The name ``topic`` has in this deployment (the catalogue name behind the prefix)."""
+    return settings.kafka.topic_prefix + topic.name
+
+
 def partitions_for(settings: Settings, topic: TopicSpec) -> int:
     return settings.kafka.topic_partitions.get(topic.name, settings.kafka.default_partitions)
-
-
-def ensure_topics(settings: Settings, topics: tuple[TopicSpec, ...] = CATALOGUE, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics (idempotent).  Returns the names created.
-
-    Raises if an existing topic has fewer partitions than configured, since keys
-    would then map to other partitions than the ones the data already lives in.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    from plantstream.connect.kafka import admin
-
-    client = admin(settings)
-    existing = client.list_topics(timeout=timeout_s).topics
-    created: list[str] = []
-    wanted = []
-    for topic in topics:
-        want = partitions_for(settings, topic)
-        if topic.name in existing:
-            have = len(existing[topic.name].partitions)
-            if have < want:
-                raise RuntimeError(f"topic {topic.name} has {have} partitions, settings ask for {want}")
-            continue
-        wanted.append(
-            NewTopic(
-                topic.name,
-                num_partitions=want,
-                replication_factor=settings.kafka.replication_factor,
-                config=topic.config(),
-            )
-        )
-    if not wanted:
-        return created
-    for name, future in client.create_topics(wanted, operation_timeout=timeout_s).items():
-        try:
-            future.result(timeout=timeout_s)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return created

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from plantstream.streaming.telemetry_schema import TIMESTAMP_MS_UTC
+from plantstream.contract.columns import TIMESTAMP_MS_UTC
 
 AGGREGATE_INPUT_COLUMNS: tuple[str, ...] = ("machine_id", "signal", "seq", "event_ts", "value", "kafka_offset")
 """Columns :func:`window_aggregates` reads (bronze has them all; ``kafka_offset`` is optional)."""
@@ -79,19 +79,35 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 
 # Up to this many groups, sort each group's values on its own (a window emission has a
-# few hundred: ~20x faster than a lexsort over all rows); beyond, one lexsort.
+# few hundred: ~20x faster than a lexsort over all rows); beyond, one lexsort - unless the
+# groups are big (a day of readings in hourly windows: 28,800 groups of 600 rows sort in
+# 0.3 s one by one, 8 s in one lexsort of 17M floats).
 _PER_GROUP_SORT_MAX_GROUPS = 4096
+_PER_GROUP_SORT_MIN_MEAN_ROWS = 64
 
 
 def _sorted_within_groups(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """``values`` with each contiguous group ``[starts[i], ends[i])`` sorted ascending."""
-    if len(starts) <= _PER_GROUP_SORT_MAX_GROUPS:
+    if len(starts) <= _PER_GROUP_SORT_MAX_GROUPS or len(values) >= _PER_GROUP_SORT_MIN_MEAN_ROWS * len(starts):
         out = np.empty_like(values)
         for first, end in zip(starts.tolist(), ends.tolist(), strict=True):
             out[first:end] = np.sort(values[first:end])
         return out
     group_id = np.repeat(np.arange(len(starts)), ends - starts)
     return values[np.lexsort((values, group_id))]
+
+
+def _group_key(machine: np.ndarray, signal: np.ndarray, start: np.ndarray, window_seconds: int) -> np.ndarray:
+    """One int64 per row that orders like ``(machine, signal, window start)``.
+
+    Sorting on it and two more keys costs ~40 % of sorting on the five separate keys
+    (numpy's lexsort makes one pass per key: 14 s -> 6 s for 17M rows); the order, and so
+    every aggregate, is the same.
+    """
+    window = (start - start.min()) // (window_seconds * 1000)
+    signals = int(signal.max()) + 1
+    windows = int(window.max()) + 1
+    return (machine * signals + signal) * windows + window
 
 
 def window_aggregates(events: pa.Table, window_seconds: int) -> pa.Table:
@@ -122,7 +138,7 @@ def window_aggregates(events: pa.Table, window_seconds: int) -> pa.Table:
         if "kafka_offset" in events.column_names
         else np.arange(events.num_rows, dtype=np.int64)
     )
-    order = np.lexsort((arrival, seq, start, signal, machine))
+    order = np.lexsort((arrival, seq, _group_key(machine, signal, start, window_seconds)))
     columns = [a[order] for a in (machine, signal, start, seq, ts, values, present)]
     machine, signal, start, seq = columns[:4]
     keep = np.ones(len(seq), dtype=bool)

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TZ"] = "UTC"
     time.tzset()
 
+    from plantstream.observability.ports import metrics_host, metrics_port
     from plantstream.services.hotstore.auth import Credentials
     from plantstream.services.hotstore.service import ServiceConfig, run_service
     from plantstream.settings import SettingsError, load_settings
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         credentials=Credentials(settings.hotstore.username, settings.hotstore.password.get_secret_value()),
+        metrics_address=(
+            (metrics_host(settings), metrics_port(settings, "hotstore")) if settings.metrics.enabled else None
+        ),
     )
     return run_service(config)
 

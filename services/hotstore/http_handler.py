@@ -1,10 +1,10 @@
 """ClickHouse's HTTP interface, as far as ``clickhouse-connect`` uses it, over :class:`ChdbEngine`.
 
-One handler instance serves one keep-alive connection (HTTP/1.1).  Routes: ``GET /ping``,
-``GET /metrics`` and ``GET|POST /`` with the statement in ``query=``, in the body, or in
-a multipart form; ``INSERT ... FORMAT x`` bodies are streamed into chDB rather than
-parsed as SQL.  URL parameters that are not HTTP-interface parameters are settings for
-this one statement, as on a ClickHouse server.
+One handler instance serves one keep-alive connection (HTTP/1.1).  Routes: ``GET /ping``
+and ``GET|POST /`` with the statement in ``query=``, in the body, or in a multipart form
+(``/metrics`` is on the metrics port, as on a ClickHouse server); ``INSERT ... FORMAT x``
+bodies are streamed into chDB rather than parsed as SQL.  URL parameters that are not
+HTTP-interface parameters are settings for this one statement, as on a ClickHouse server.
 """
 
 from __future__ import annotations
@@ -111,11 +111,6 @@ class HotstoreRequestHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path in ("/ping", "/replicas_status"):
             self._timed("ping", lambda: self._send_plain(200, b"Ok.\n"))
-        elif path == "/metrics":
-            self._timed(
-                "metrics",
-                lambda: self._send_plain(200, self.server.metrics.render(), self.server.metrics.content_type),
-            )
         elif path == "/":
             self._serve_statement()
         else:

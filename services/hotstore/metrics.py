@@ -1,4 +1,9 @@
-"""Prometheus metrics of the hot store, served on its own ``GET /metrics``.
+"""Prometheus metrics of the hot store.
+
+Served like every component's (``plantstream.observability.server``) on the metrics
+port the registry assigns (``metrics_port(settings, "hotstore")``), not on the
+ClickHouse HTTP port: a ClickHouse server keeps its Prometheus endpoint on a port of
+its own too, so scrape configs look alike locally and in production.
 
 Labels are low-cardinality on purpose: ``kind`` is one of :data:`KINDS`, never a table,
 query text or error message.
@@ -6,16 +11,13 @@ query text or error message.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-KINDS = ("query", "insert", "ping", "metrics", "other")
+KINDS = ("query", "insert", "ping", "other")
 
 
 class HotstoreMetrics:
     """One registry per service process (not the global one, so nothing else leaks in)."""
-
-    content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -47,6 +49,3 @@ class HotstoreMetrics:
             self.requests.labels(kind)
             self.errors.labels(kind)
             self.duration.labels(kind)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from plantstream.observability.server import MetricsServer
 from plantstream.services.hotstore.auth import Credentials
 from plantstream.services.hotstore.chdb_engine import ChdbEngine
 from plantstream.services.hotstore.errors import ClickHouseError
@@ -32,6 +33,8 @@ class ServiceConfig:
     host: str
     port: int
     credentials: Credentials
+    # Where to serve /metrics and /healthz (the observability server), or None for nowhere.
+    metrics_address: tuple[str, int] | None = None
 
 
 def run_service(config: ServiceConfig) -> int:
@@ -47,12 +50,25 @@ def run_service(config: ServiceConfig) -> int:
         engine.close()
         return 2
 
+    metrics = HotstoreMetrics()
     try:
-        server = HotstoreHTTPServer((config.host, config.port), engine, config.credentials, HotstoreMetrics())
+        server = HotstoreHTTPServer((config.host, config.port), engine, config.credentials, metrics)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         engine.close()
         return 2
+    metrics_server = None
+    if config.metrics_address is not None:
+        host, port = config.metrics_address
+        try:
+            metrics_server = MetricsServer(
+                metrics.registry, port=port, host=host, health=lambda: {"ok": True, "chdb": engine.version}
+            )
+        except OSError as exc:
+            log.error("cannot serve /metrics on %s:%d: %s", host, port, exc)
+            server.server_close()
+            engine.close()
+            return 2
 
     stop = threading.Event()
 
@@ -74,6 +90,8 @@ def run_service(config: ServiceConfig) -> int:
         pass
     server.shutdown()  # stops accepting; connection threads are daemons
     server.server_close()
+    if metrics_server is not None:
+        metrics_server.close()
     if engine.close(wait_s=1.5):
         log.info("chDB closed")
     else:

@@ -59,7 +59,7 @@ class _Unit:
         }
         self.image = {table: [0] * size[table] for table in size}
 
-    def set(self, values: dict[str, float | None]) -> None:
+    def set(self, values: dict[str, float | int | str | None]) -> None:
         for signal, reg in self.registers.items():
             value = values.get(signal)
             if value is None:
@@ -131,5 +131,5 @@ class ModbusEndpoint:
     async def update(self, readings: list[Reading]) -> None:
         for reading in readings:
             unit_id = self._by_machine.get(reading.machine.machine_id)
-            if unit_id is not None:
-                self.units[unit_id].set(reading.values)
+            if unit_id is not None:  # sensors and the controller's status block
+                self.units[unit_id].set({**reading.values, **reading.status.tag_values()})

@@ -10,18 +10,16 @@ QoS-1 persistent session survives :meth:`MosquittoBroker.restart` (what the gate
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-_PR_SET_PDEATHSIG = 1
+from plantstream.services.process import set_parent_death_signal
 
 
 def find_mosquitto() -> str:
@@ -32,10 +30,6 @@ def find_mosquitto() -> str:
     if found is None:
         raise FileNotFoundError("mosquitto not found (apt-get install mosquitto)")
     return found
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -94,7 +88,7 @@ class MosquittoBroker:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=set_parent_death_signal,  # noqa: PLW1509 - only prctl, no locks taken
         )
         deadline = time.monotonic() + timeout
         while not _accepts(self.host, self.port):

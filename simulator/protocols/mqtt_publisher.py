@@ -1,11 +1,19 @@
-"""The plant's MQTT face: publishes each machine's readings to a broker (paho-mqtt).
+"""The plant's MQTT face: publishes each machine's readings, state and parts to a broker.
 
-Topic ``plantstream/v1/<site>/<area>/<line>/<machine_id>/telemetry``, JSON payload
-``{"ts": <source epoch ms>, "values": {"<signal>": <number or null>}, "quality": "good"}``,
-QoS 1 (docs/edge-protocols.md).  A dropped-out sensor is ``null`` ("not measured" in the
-contract); the message quality is ``good`` unless every value is bad, because one
-missing value says nothing about the others.  A machine whose device is offline simply
-stops publishing, as a real one would.
+Per machine, QoS 1 (docs/edge-protocols.md):
+
+* ``plantstream/v1/<site>/<area>/<line>/<machine_id>/telemetry`` every step:
+  ``{"ts": <source epoch ms>, "values": {"<signal>": <number or null>}, "quality": "good"}``.
+  A dropped-out sensor is ``null`` ("not measured" in the contract); the message quality
+  is ``good`` unless every value is bad, because one missing value says nothing about the
+  others;
+* ``…/state`` every step: the controller's tags (``contract.machine_tags``: PackML state
+  and mode, stop reason id and text, part counters, energy meter) as one JSON object,
+  so a reader always gets a consistent set;
+* ``…/quality`` once per part: the inspection result ``{"ts", "part_id", "result",
+  "defect_code", "product_variant", "measurements"}``.
+
+A machine whose device is offline simply stops publishing, as a real one would.
 """
 
 from __future__ import annotations
@@ -15,15 +23,15 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from plantstream.contract import Quality
-from plantstream.contract.edge_wire import MQTT_TOPIC
+from plantstream.contract import Quality, QualityMetric
+from plantstream.contract.edge_wire import mqtt_topic
 from plantstream.simulator.engine import Reading
 from plantstream.simulator.plant import Machine
 from plantstream.simulator.plant_config import Endpoint
 
 
-def topic_of(machine: Machine) -> str:
-    return MQTT_TOPIC.format(site=machine.site, area=machine.area, line=machine.line, machine_id=machine.machine_id)
+def topic_of(machine: Machine, channel: str = "telemetry") -> str:
+    return mqtt_topic(machine.site, machine.area, machine.line, machine.machine_id, channel)
 
 
 def payload_of(reading: Reading) -> bytes:
@@ -35,6 +43,24 @@ def payload_of(reading: Reading) -> bytes:
     )
     return json.dumps(
         {"ts": reading.source_ts, "values": reading.values, "quality": quality.value}, separators=(",", ":")
+    ).encode()
+
+
+def state_payload_of(reading: Reading) -> bytes:
+    return json.dumps({"ts": reading.source_ts, **reading.status.tag_values()}, separators=(",", ":")).encode()
+
+
+def part_payload_of(part: QualityMetric) -> bytes:
+    return json.dumps(
+        {
+            "ts": part.source_ts,
+            "part_id": part.part_id,
+            "result": part.result.value,
+            "defect_code": part.defect_code,
+            "product_variant": part.product_variant,
+            "measurements": part.measurements,
+        },
+        separators=(",", ":"),
     ).encode()
 
 
@@ -70,8 +96,20 @@ class MqttPublisher:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def update(self, readings: list[Reading]) -> None:
+    def update(self, readings: list[Reading], parts: list[QualityMetric] = ()) -> None:
+        """Publish a step: every online machine's new parts, then its readings and state.
+
+        Parts first: a reader that has seen a machine's state of a step has seen its parts
+        of that step too (one connection delivers in publish order).
+        """
+        online = {r.machine.machine_id: r.machine for r in readings if r.online}
+        for part in parts:
+            machine = online.get(part.machine_id)
+            if machine is not None:  # an offline device reports nothing, not even its parts
+                self.client.publish(topic_of(machine, "quality"), part_payload_of(part), qos=1)
+                self.published += 1
         for reading in readings:
             if reading.online:
                 self.client.publish(topic_of(reading.machine), payload_of(reading), qos=1)
-                self.published += 1
+                self.client.publish(topic_of(reading.machine, "state"), state_payload_of(reading), qos=1)
+                self.published += 2

@@ -2,7 +2,10 @@
 
 Address space as in docs/edge-protocols.md: ``Objects/Plant/<site>/<area>/<line>/<machine_id>/``
 is a folder per machine, each signal a ``Double`` variable under it (browse name = the
-signal, node id ``ns=<urn:plantstream:plant>;s=<site>/<area>/<line>/<machine_id>/<signal>``).
+signal, node id ``ns=<urn:plantstream:plant>;s=<site>/<area>/<line>/<machine_id>/<signal>``);
+the controller's state, part counters and energy meter live in the sub-folders
+``PackTags`` and ``EnergyMeter`` (``contract.machine_tags.OPCUA_TAGS``: PackML's names and
+Int32 counters).
 Every update writes a full ``DataValue``: the simulated source timestamp (shifted
 under a clock-skew fault) and a status code (``Good``; ``Bad`` with a null value
 when the sensor dropped out), so the gateway sees what a real server would send.
@@ -20,6 +23,7 @@ from asyncua import Server, ua
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import OPCUA_NAMESPACE
+from plantstream.contract.machine_tags import OPCUA_TAGS
 from plantstream.simulator.engine import Reading
 from plantstream.simulator.plant import Machine
 from plantstream.simulator.plant_config import Endpoint
@@ -48,6 +52,7 @@ class OpcUaEndpoint:
         self.url = endpoint.url()
         self._server: Server | None = None
         self._nodes: dict[tuple[str, str], ua.NodeId] = {}
+        self._tag_types: dict[tuple[str, str], ua.VariantType] = {}
         self._last: dict[str, Reading] = {}
 
     @property
@@ -81,6 +86,20 @@ class OpcUaEndpoint:
                     ua.Variant(0.0, ua.VariantType.Double),
                 )
                 self._nodes[(m.machine_id, signal)] = node.nodeid
+            sub_folders: dict[str, object] = {}
+            for tag, (folder, name, variant) in OPCUA_TAGS.items():
+                if folder not in sub_folders:
+                    sub_folders[folder] = await parent.add_folder(
+                        ua.NodeId(node_id_string(m, folder), idx), ua.QualifiedName(folder, idx)
+                    )
+                kind = getattr(ua.VariantType, variant)
+                node = await sub_folders[folder].add_variable(
+                    ua.NodeId(node_id_string(m, f"{folder}/{name}"), idx),
+                    ua.QualifiedName(name, idx),
+                    ua.Variant("" if variant == "String" else 0, kind),
+                )
+                self._nodes[(m.machine_id, tag.value)] = node.nodeid
+                self._tag_types[(m.machine_id, tag.value)] = kind
         await server.start()
         self._server = server
         for reading in self._last.values():  # a restarted device serves its current values at once
@@ -110,4 +129,17 @@ class OpcUaEndpoint:
             variant = ua.Variant() if value is None else ua.Variant(float(value), ua.VariantType.Double)
             await self._server.write_attribute_value(
                 node, ua.DataValue(variant, StatusCode=status, SourceTimestamp=source, ServerTimestamp=now)
+            )
+        good = ua.StatusCode(ua.StatusCodes.Good)
+        for tag, value in reading.status.tag_values().items():
+            key = (mid, str(tag))
+            kind = self._tag_types[key]
+            typed = (
+                int(value)
+                if kind == ua.VariantType.Int32
+                else (float(value) if kind == ua.VariantType.Double else value)
+            )
+            await self._server.write_attribute_value(
+                self._nodes[key],
+                ua.DataValue(ua.Variant(typed, kind), StatusCode=good, SourceTimestamp=source, ServerTimestamp=now),
             )

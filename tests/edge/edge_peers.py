@@ -29,12 +29,20 @@ from waiting import wait_for
 from plantstream.connect.kafka import consumer
 from plantstream.contract import Codec, Telemetry
 from plantstream.contract.edge_wire import Register
+from plantstream.contract.topics import TELEMETRY, topic_name
 from plantstream.edge.gateway import GatewayInThread as GatewayThread
 from plantstream.services.isolated import isolated_settings
 from plantstream.settings import Settings, child_env
 from plantstream.simulator.protocols.mosquitto import MosquittoBroker
 
 __all__ = ["GatewayThread", "MosquittoBroker", "isolated_settings", "wait_for"]  # re-exported for the test modules
+
+
+def with_private_topics(settings: Settings, name: str) -> tuple[Settings, str]:
+    """``settings`` with every topic under the prefix ``name.``, and the telemetry topic's name."""
+    private = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": f"{name}."})})
+    return private, topic_name(private, TELEMETRY)
+
 
 T = TypeVar("T")
 
@@ -268,22 +276,22 @@ class GatewayProcess:
 
 @dataclass
 class TopicContent:
-    events: list[Telemetry]
+    events: list[Any]
 
-    def by_machine(self) -> dict[str, list[Telemetry]]:
-        out: dict[str, list[Telemetry]] = {}
+    def by_machine(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
         for e in self.events:
             out.setdefault(e.machine_id, []).append(e)
         return out
 
 
-def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> TopicContent:
-    """Every event in ``topic``, in partition order (read to each partition's end)."""
+def read_topic(settings: Settings, topic: str, timeout: float = 60.0, payload: type = Telemetry) -> TopicContent:
+    """Every event in ``topic`` (contract type ``payload``), in partition order (read to each partition's end)."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-    codec = Codec(Telemetry)
+    codec = Codec(payload)
     cons = consumer(settings, **{"group.id": "edge-tests", "enable.partition.eof": True})
-    events: list[Telemetry] = []
+    events: list[Any] = []
     try:
         meta = cons.list_topics(topic, timeout=10)
         parts = sorted(meta.topics[topic].partitions)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_peers import GatewayThread, MosquittoBroker, MqttPublisher, read_topic, wait_for
+from edge_peers import GatewayThread, MosquittoBroker, MqttPublisher, read_topic, wait_for, with_private_topics
 
 from plantstream.contract import Quality
 from plantstream.edge.config import parse_config
@@ -35,10 +35,11 @@ def _config(port: int, machines: list[str], interval_s: float = 60.0) -> dict:
 def test_mqtt_values_types_timestamps_and_quality_reach_kafka(
     platform_settings: Settings, mosquitto: MosquittoBroker, tmp_path: Path, unique_name: Callable[..., str]
 ) -> None:
-    topic = unique_name("edge-mqtt")
-    settings = platform_settings.model_copy(update={"state_dir": tmp_path / "state"})
+    settings, topic = with_private_topics(
+        platform_settings.model_copy(update={"state_dir": tmp_path / "state"}), unique_name("edge-mqtt")
+    )
     config = parse_config(_config(mosquitto.port, ["press-001"]))
-    gateway = GatewayThread(settings, config, topic=topic)
+    gateway = GatewayThread(settings, config)
     pub = MqttPublisher(mosquitto.port, "machine-press-001")
     base = int(time.time() * 1000) - 5_000
     mqtt_topic = "plantstream/v1/plant-t/machining/line-1/press-001/telemetry"
@@ -65,6 +66,6 @@ def test_mqtt_values_types_timestamps_and_quality_reach_kafka(
         assert (e.site, e.area, e.line, e.machine_id) == ("plant-t", "machining", "line-1", "press-001")
         assert e.unit == {"pressure": "bar", "vibration": "mm/s"}[e.signal]
         assert e.read_ts >= e.source_ts and e.ingest_ts >= e.read_ts
-    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite", topic=topic)
+    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite")
     assert report.missing == 0 and report.duplicates == 0
     assert report.machines["press-001"].produced == 4

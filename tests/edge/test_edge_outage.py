@@ -27,7 +27,10 @@ from edge_peers import (
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import Register
+from plantstream.contract.topics import TELEMETRY, topic_name
 from plantstream.edge.gaps import gap_report
+from plantstream.observability.ports import PORT_SPAN, metrics_port
+from plantstream.services.isolated import pick_free_port_block
 from plantstream.services.supervisor import LocalPlatform
 from plantstream.settings import Settings
 
@@ -57,10 +60,10 @@ def own_platform(
     settings = base.model_copy(
         update={
             "state_dir": tmp_path / "gw-state",
-            "stream": base.stream.model_copy(update={"telemetry_topic": unique_name("edge-outage")}),
+            "kafka": base.kafka.model_copy(update={"topic_prefix": unique_name("edge-outage") + "."}),
+            "metrics": base.metrics.model_copy(update={"enabled": True, "base_port": pick_free_port_block(PORT_SPAN)}),
             "edge": base.edge.model_copy(
                 update={
-                    "metrics_port": free_port(),
                     "producer_stuck_s": 5.0,
                     "backoff_min_s": 0.2,
                     "backoff_max_s": 2.0,
@@ -110,8 +113,8 @@ def _run_outage(
     outage_s: float,
     kill_gateway: bool,
 ) -> None:
-    topic = settings.stream.telemetry_topic
-    port = settings.edge.metrics_port
+    topic = topic_name(settings, TELEMETRY)
+    port = metrics_port(settings, "gateway")
     device = ModbusDevice(free_port())
     device.start()
     device.set(1, TORQUE, 12.5)
@@ -163,7 +166,7 @@ def _run_outage(
 
     log = (tmp_path / "gw.log").read_text()
     assert "Traceback" not in log, log[-3000:]
-    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite", topic=topic)
+    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite")
     assert report.missing == 0, report.as_dict()
     assert report.duplicates == 0, report.as_dict()
     # Order is kept: after the broker went away, a fresh producer reconciles before resending

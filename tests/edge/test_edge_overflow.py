@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from edge_peers import GatewayThread, ModbusDevice, read_topic, wait_for
+from edge_peers import GatewayThread, ModbusDevice, read_topic, wait_for, with_private_topics
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import Register
@@ -27,7 +27,6 @@ SPEED = Register(table="holding", address=0, type="uint16", scale=0.01)
 def test_overflow_is_counted_logged_and_visible_as_gaps(
     platform_settings: Settings, tmp_path: Path, free_port, *, unique_name, policy: str, caplog
 ) -> None:
-    topic = unique_name("edge-overflow")
     device = ModbusDevice(free_port())
     device.set(1, SPEED, 2.5)
     device.start()
@@ -47,15 +46,14 @@ def test_overflow_is_counted_logged_and_visible_as_gaps(
         }
     )
     edge = platform_settings.edge.model_copy(update={"buffer_max_events": 100, "overflow_policy": policy})
-    offline = platform_settings.model_copy(
-        update={
-            "state_dir": tmp_path / "gw",
-            "edge": edge,
-            "kafka": platform_settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"}),
-        }
+    online, topic = with_private_topics(
+        platform_settings.model_copy(update={"state_dir": tmp_path / "gw", "edge": edge}), unique_name("edge-overflow")
+    )
+    offline = online.model_copy(
+        update={"kafka": online.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})}
     )
     try:
-        gw = GatewayThread(offline, config, topic=topic)
+        gw = GatewayThread(offline, config)
         try:
             wait_for(lambda: gw.metric("plantstream_edge_buffer_dropped_total", policy=policy) >= 150, 30, "overflow")
             assert gw.gateway.store.events <= 100
@@ -77,13 +75,12 @@ def test_overflow_is_counted_logged_and_visible_as_gaps(
         # and one more, deliberately deleted by hand: it must show up as a gap too
         victim = kept[len(kept) // 2]
         db.execute("DELETE FROM events WHERE seq = ?", (victim,))
-    online = offline.model_copy(update={"kafka": platform_settings.kafka})
-    gw = GatewayThread(online, parse_config({"machines": []}), topic=topic)  # forward what is left, collect nothing
+    gw = GatewayThread(online, parse_config({"machines": []}))  # forward what is left, collect nothing
     try:
         wait_for(lambda: gw.gateway.store.events == 0, 30, "buffer forwarded")
     finally:
         gw.stop()
-    report = gap_report(online, buffer_path=buffer, topic=topic)
+    report = gap_report(online, buffer_path=buffer)
     machine = report.machines["belt-007"]
     assert machine.produced == produced
     assert machine.in_kafka == len(kept) - 1

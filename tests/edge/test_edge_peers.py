@@ -17,6 +17,7 @@ from edge_peers import GatewayThread, ModbusDevice, MosquittoBroker, MqttPublish
 
 from plantstream.contract import Quality
 from plantstream.contract.edge_wire import Register
+from plantstream.contract.topics import TELEMETRY, topic_name
 from plantstream.edge.buffer import EdgeStore
 from plantstream.edge.config import parse_config
 from plantstream.edge.gaps import gap_report
@@ -32,7 +33,7 @@ def _settings(platform_settings: Settings, tmp_path: Path, topic: str) -> Settin
     return platform_settings.model_copy(
         update={
             "state_dir": tmp_path / "gw",
-            "stream": platform_settings.stream.model_copy(update={"telemetry_topic": topic}),
+            "kafka": platform_settings.kafka.model_copy(update={"topic_prefix": f"{topic}."}),
             "edge": platform_settings.edge.model_copy(
                 update={"stale_multiple": 3.0, "backoff_min_s": 0.1, "backoff_max_s": 1.0}
             ),
@@ -93,7 +94,7 @@ def _run_peer_recovery(
             ],
         }
     )
-    gw = GatewayThread(settings, config, topic=topic)
+    gw = GatewayThread(settings, config)
     g = gw.gateway
     pub = MqttPublisher(mosquitto.port, "belt-001")
     belt_topic = f"plantstream/v1/{SITE}/machining/line-1/belt-001/telemetry"
@@ -170,8 +171,9 @@ def _run_peer_recovery(
                 return False
             view = EdgeStore.open_readonly(g.store.path)
             try:
-                committed = view.produced().get("belt-001")
-                return committed == g.store.sequencer.next_seq["belt-001"] and not view.pending_seqs().get("belt-001")
+                key = ("belt-001", "telemetry")
+                committed = view.produced().get(key)
+                return committed == g.store.sequencer.next_seq[key] and not view.pending_seqs().get(key)
             finally:
                 view.close()
 
@@ -184,7 +186,7 @@ def _run_peer_recovery(
         opc.close()
         device.close()
 
-    by_machine = read_topic(settings, topic).by_machine()
+    by_machine = read_topic(settings, topic_name(settings, TELEMETRY)).by_machine()
     mill = by_machine["mill-001"]
     press = by_machine["press-009"]
     fresh_mill = [(e.signal, e.value, e.source_ts, e.quality) for e in mill if e.quality != Quality.STALE]
@@ -219,7 +221,7 @@ def _run_peer_recovery(
     belt = [e.source_ts for e in by_machine["belt-001"] if e.quality != Quality.STALE]
     # (two publishes in the same millisecond carry the same source time: the second is a repeat, taken once)
     assert belt == sorted(set(sent_belt))
-    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite", topic=topic)
+    report = gap_report(settings, buffer_path=settings.state_dir / "edge" / "buffer.sqlite")
     assert report.missing == 0 and report.duplicates == 0 and report.out_of_order == 0, report.as_dict()
 
 

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from edge_peers import GatewayThread, ModbusDevice, read_topic, wait_for
+from edge_peers import GatewayThread, ModbusDevice, read_topic, wait_for, with_private_topics
 
 from plantstream.contract.edge_wire import Register
 from plantstream.edge.config import parse_config
@@ -25,7 +25,6 @@ UNITS = tuple(range(1, 9))
 def test_a_busy_gateway_stops_promptly_and_keeps_every_reading(
     platform_settings: Settings, tmp_path: Path, free_port, unique_name
 ) -> None:
-    topic = unique_name("edge-shutdown")
     device = ModbusDevice(free_port(), units=UNITS)
     for unit in UNITS:
         device.set(unit, SPEED, unit / 10)
@@ -46,9 +45,11 @@ def test_a_busy_gateway_stops_promptly_and_keeps_every_reading(
             ]
         }
     )
-    settings = platform_settings.model_copy(update={"state_dir": tmp_path / "gw"})
+    settings, topic = with_private_topics(
+        platform_settings.model_copy(update={"state_dir": tmp_path / "gw"}), unique_name("edge-shutdown")
+    )
     try:
-        gw = GatewayThread(settings, config, topic=topic)
+        gw = GatewayThread(settings, config)
         wait_for(lambda: gw.metric("plantstream_edge_events_out_total", protocol="modbus") >= 2_000, 60, "traffic")
         started = time.monotonic()
         gw.stop(timeout=30)

@@ -18,6 +18,9 @@ from pathlib import Path
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from plantstream.observability.ports import COMPONENTS, PORT_SPAN
+from plantstream.services.isolated import pick_free_port_block
+
 USERNAME = "plantstream"
 PASSWORD = "hotstore-test-secret"
 START_TIMEOUT_S = 30.0
@@ -39,6 +42,7 @@ class HotstoreProcess:
         self.log_path = log_path
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.metrics_base_port = pick_free_port_block(PORT_SPAN)  # /metrics is on the metrics port
         self.username = USERNAME
         self.password = PASSWORD
         self.proc: subprocess.Popen[bytes] | None = None
@@ -47,12 +51,18 @@ class HotstoreProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_base_port + COMPONENTS['hotstore'].offset}"
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTSTREAM_")}
         env.update(
             PLANTSTREAM_STATE_DIR=str(self.state_dir),
             PLANTSTREAM_HOTSTORE__USERNAME=USERNAME,
             PLANTSTREAM_HOTSTORE__PASSWORD=PASSWORD,
+            PLANTSTREAM_METRICS__ENABLED="true",
+            PLANTSTREAM_METRICS__BASE_PORT=str(self.metrics_base_port),
             TZ="Europe/Berlin",  # the service must force UTC itself
         )
         return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import statistics
 import time
 import urllib.error
@@ -213,9 +214,15 @@ def test_metrics(hotstore: HotstoreProcess, client: Client, database: str) -> No
     client.insert(f"{database}.m", [[i] for i in range(123)], column_names=["a"])
     with pytest.raises(DatabaseError):
         client.command("SELECT * FROM no_such_table_here")
-    with urllib.request.urlopen(f"{hotstore.url}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"{hotstore.metrics_url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("text/plain")
+    with urllib.request.urlopen(f"{hotstore.metrics_url}/healthz", timeout=5) as resp:
+        assert json.loads(resp.read())["ok"] is True
+    # Not on the ClickHouse port (a ClickHouse server has none there either).
+    with pytest.raises(urllib.error.HTTPError) as not_there:
+        urllib.request.urlopen(f"{hotstore.url}/metrics", timeout=5)
+    assert not_there.value.code == 404
     values = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

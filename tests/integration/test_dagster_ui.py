@@ -74,7 +74,7 @@ def test_webserver_shows_lineage_from_kafka_to_silver(platform_settings: Setting
             port,
             {
                 "silver/telemetry": [
-                    "Silver telemetry: bronze made typed and unique per (machine_id, seq).",
+                    "Silver telemetry (Telemetry events): bronze typed and unique per (machine_id, seq)",
                     "Upstream assets bronze / telemetry",
                     "Group lakehouse",
                     "Owners data-platform",

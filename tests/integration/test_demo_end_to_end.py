@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pytest
 
 from plantstream.demo import run_demo
+from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, window_aggregates
 from plantstream.orchestration.resources import HotStore, Lake
 from plantstream.settings import Settings
-from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, window_aggregates
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +33,12 @@ def test_live_plant_through_the_gateway_lands_every_event_once_with_no_gaps(
     result = run_demo(settings)
     assert result.source == "edge"
     assert result.counts_agree, result.summary()
-    assert result.gaps_missing == 0
+    assert result.telemetry.gaps_missing == 0
     assert result.machines == 12  # the shipped plant file
     assert set(result.events_by_protocol) == {"opcua", "mqtt", "modbus"}
     assert all(n > 0 for n in result.events_by_protocol.values()), result.events_by_protocol
-    assert sum(result.events_by_protocol.values()) == result.events_produced
-    assert result.dead_letters == 0 and result.late_events == 0
+    assert sum(result.events_by_protocol.values()) == sum(s.produced for s in result.streams.values())
+    assert all(s.dead_letters == 0 for s in result.streams.values()) and result.late_events == 0
 
     # Every machine of the plant file landed, with the timestamps its protocol gives:
     # OPC UA and MQTT carry the device's time, Modbus has none (the read time is the event time).
@@ -60,9 +60,10 @@ def test_live_plant_through_the_gateway_lands_every_event_once_with_no_gaps(
     second = run_demo(settings)
     assert second.counts_agree, second.summary()
     assert second.late_events == 0
-    assert second.totals.hot_rows == result.totals.hot_rows + second.events_produced
-    assert second.totals.bronze_rows == result.totals.bronze_rows + second.events_produced
-    assert second.totals.silver_rows == result.totals.silver_rows + second.events_produced
+    for name, s in second.streams.items():
+        assert second.totals[name].hot_rows == result.totals[name].hot_rows + s.produced, name
+        assert second.totals[name].bronze_rows == result.totals[name].bronze_rows + s.produced, name
+        assert second.totals[name].silver_rows == result.totals[name].silver_rows + s.produced, name
 
 
 def test_counts_agree_across_kafka_hot_store_bronze_and_silver_and_runs_add_up(
@@ -71,12 +72,12 @@ def test_counts_agree_across_kafka_hot_store_bronze_and_silver_and_runs_add_up(
     settings = small_plant(platform_settings, machines=6, minutes=6)
     first = run_demo(settings, source="direct")
     expected_events = 6 * 60 * 6  # samples per machine
-    assert first.events_produced > expected_events  # several signals per machine
-    assert first.events_produced == first.kafka_events_consumed
-    assert first.hot_rows == first.events_produced
-    assert first.bronze_rows == first.events_produced
-    assert first.silver_rows == first.events_produced
-    assert first.dead_letters == 0
+    telemetry = first.telemetry
+    assert telemetry.produced > expected_events  # several signals per machine
+    assert telemetry.produced == telemetry.kafka == telemetry.hot_rows == telemetry.bronze_rows
+    assert telemetry.silver_rows == telemetry.produced
+    assert telemetry.dead_letters == 0
+    assert first.counts_agree, first.summary()
     assert first.hot_windows > 0
     assert not first.platform_started_by_demo  # the session's platform was already up
 
@@ -86,9 +87,10 @@ def test_counts_agree_across_kafka_hot_store_bronze_and_silver_and_runs_add_up(
     # and every window the stream wrote equals a batch recomputation from bronze.
     assert second.late_events == 0
     assert_windows_equal_batch_recomputation(settings)
-    assert second.totals.hot_rows == first.totals.hot_rows + second.events_produced
-    assert second.totals.bronze_rows == first.totals.bronze_rows + second.events_produced
-    assert second.totals.silver_rows == first.totals.silver_rows + second.events_produced
+    for name, s in second.streams.items():
+        assert second.totals[name].hot_rows == first.totals[name].hot_rows + s.produced, name
+        assert second.totals[name].bronze_rows == first.totals[name].bronze_rows + s.produced, name
+        assert second.totals[name].silver_rows == first.totals[name].silver_rows + s.produced, name
 
 
 def assert_windows_equal_batch_recomputation(settings: Settings) -> None:

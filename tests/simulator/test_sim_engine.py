@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from plantstream.contract import Codec, MachineEvent, MachineEventType, PartResult, Quality
+from plantstream.contract.machine_tags import MachineTag
 from plantstream.simulator.engine import PlantSimulator, snapshot_telemetry, utc_ms
 from plantstream.simulator.ground_truth import GroundTruthLog, read_ground_truth
 from plantstream.simulator.plant_config import (
@@ -42,7 +43,10 @@ def test_the_shipped_plant_loads_with_every_protocol() -> None:
     assert endpoints["cnc-mill-001"].url.startswith("opc.tcp://127.0.0.1:4840/plantstream/")
     assert endpoints["cnc-mill-001"].opcua_path == ("Plant", "plant-1", "machining", "line-1", "cnc-mill-001")
     assert endpoints["robot-cell-003"].mqtt_topic == "plantstream/v1/plant-1/machining/line-1/robot-cell-003/telemetry"
-    assert set(endpoints["press-002"].registers) == set(endpoints["press-002"].machine.signals)
+    # A press's register map: every signal, and the controller's status block (contract.machine_tags).
+    registers = set(endpoints["press-002"].registers)
+    assert registers >= set(endpoints["press-002"].machine.signals)
+    assert registers - set(endpoints["press-002"].machine.signals) == set(MachineTag) - {MachineTag.STOP_REASON_TEXT}
     gateway = plant.gateway_config()
     assert gateway["site"] == "plant-1" and len(gateway["machines"]) == 12
     assert {m["endpoint"].split(":")[0] for m in gateway["machines"]} == {"opc.tcp", "mqtt", "modbus"}

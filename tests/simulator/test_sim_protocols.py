@@ -22,6 +22,7 @@ from pymodbus.client import ModbusTcpClient
 from waiting import wait_for
 
 from plantstream.contract.edge_wire import OPCUA_NAMESPACE
+from plantstream.contract.machine_tags import OPCUA_TAGS, MachineTag, PackMLState
 from plantstream.simulator.engine import Snapshot, utc_ms
 from plantstream.simulator.ground_truth import read_ground_truth
 from plantstream.simulator.plant_config import FaultConfig, PlantConfig, ScheduledFault
@@ -51,17 +52,25 @@ class History:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_machine: dict[str, dict[int, dict]] = {}
+        self.status: dict[str, dict[int, dict]] = {}  # the controller's tags, by machine and source time
+        self.parts: list = []
         self.ts: list[int] = []
 
     def __call__(self, snapshot: Snapshot) -> None:
         with self.lock:
             self.ts.append(snapshot.ts)
+            self.parts += snapshot.parts
             for r in snapshot.readings:
                 self.by_machine.setdefault(r.machine.machine_id, {})[r.source_ts] = dict(r.values)
+                self.status.setdefault(r.machine.machine_id, {})[r.source_ts] = dict(r.status.tag_values())
 
     def values(self, machine_id: str) -> list[dict]:
         with self.lock:
             return list(self.by_machine.get(machine_id, {}).values())
+
+    def statuses(self, machine_id: str) -> list[dict]:
+        with self.lock:
+            return list(self.status.get(machine_id, {}).values())
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +91,20 @@ async def _read_machine(url: str, path: tuple[str, ...]) -> dict[str, ua.DataVal
         machine = await client.nodes.objects.get_child([f"{idx}:{p}" for p in path])
         out = {}
         for child in await machine.get_children():
+            if await child.read_node_class() != ua.NodeClass.Variable:
+                continue  # the PackTags / EnergyMeter folders
             out[(await child.read_browse_name()).Name] = await child.read_data_value(raise_on_bad_status=False)
         return out
+
+
+async def _read_tags(url: str, path: tuple[str, ...]) -> dict[MachineTag, ua.DataValue]:
+    """The controller tags of a machine, read in ONE request as the gateway reads them."""
+    async with Client(url, timeout=5) as client:
+        idx = await client.get_namespace_index(OPCUA_NAMESPACE)
+        machine = await client.nodes.objects.get_child([f"{idx}:{p}" for p in path])
+        nodes = {tag: await machine.get_child([f"{idx}:{f}", f"{idx}:{n}"]) for tag, (f, n, _t) in OPCUA_TAGS.items()}
+        values = await client.read_attributes(list(nodes.values()))
+        return dict(zip(nodes, values, strict=True))
 
 
 def test_opcua_nodes_carry_values_source_timestamps_and_status(served) -> None:
@@ -101,6 +122,20 @@ def test_opcua_nodes_carry_values_source_timestamps_and_status(served) -> None:
     assert torque.Value.VariantType is ua.VariantType.Double
     dropped = values["vibration"]
     assert dropped.StatusCode.is_bad() and dropped.Value.Value is None, "a dropped-out sensor is Bad with no value"
+
+
+def test_opcua_packtags_show_the_controllers_state_counters_and_meter(served) -> None:
+    plant, _running, history, _out = served
+    url = plant.endpoints["opcua-machining"].url()
+    path = ("Plant", "plant-1", "machining", "line-2", "cnc-mill-005")
+    wait_for(lambda: len(history.ts) > 3, 20, "a few steps")
+    tags = asyncio.run(_read_tags(url, path))
+    ts = {int(dv.SourceTimestamp.timestamp() * 1000) for dv in tags.values()}
+    assert len(ts) == 1, "one step's tags, all from one moment"
+    served_status = history.status["cnc-mill-005"][ts.pop()]
+    assert {tag: dv.Value.Value for tag, dv in tags.items()} == served_status
+    assert tags[MachineTag.PARTS_PROCESSED].Value.VariantType is ua.VariantType.Int32  # PackML AccCount
+    assert tags[MachineTag.STATE].Value.Value in {int(s) for s in PackMLState}
 
 
 def test_opcua_stuck_sensor_repeats_its_value_while_time_moves_on(served) -> None:
@@ -148,6 +183,40 @@ def test_mqtt_payloads_reach_a_subscriber_with_skewed_clock_where_injected(serve
     assert true_ts in history.ts and skewed["ts"] not in history.ts
 
 
+def test_mqtt_state_and_part_results_are_published_beside_the_telemetry(served) -> None:
+    plant, _running, history, _out = served
+    ep = plant.endpoints["mqtt-broker"]
+    got: dict[str, list[dict]] = {"state": [], "quality": []}
+    lock = threading.Lock()
+
+    def on_message(_client, _userdata, msg) -> None:
+        with lock:
+            got[msg.topic.rsplit("/", 1)[1]].append({"topic": msg.topic, **json.loads(msg.payload)})
+
+    def subscribe(c, *_a) -> None:
+        c.subscribe([("plantstream/v1/+/+/+/+/state", 1), ("plantstream/v1/+/+/+/+/quality", 1)])
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sim-test-state")
+    client.on_message = on_message
+    client.on_connect = subscribe
+    client.connect(ep.host, ep.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: len(got["quality"]) >= 2 and len(got["state"]) >= 10, 60, "states and part results")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    state = got["state"][-1]
+    machine = state["topic"].split("/")[-2]
+    assert {k: v for k, v in state.items() if k not in ("topic", "ts")} == history.status[machine][state["ts"]]
+    with history.lock:
+        made = {p.part_id: p for p in history.parts}
+    for part in got["quality"]:
+        served_part = made[part["part_id"]]
+        assert part["result"] == served_part.result.value and part["defect_code"] == served_part.defect_code
+        assert part["measurements"] == served_part.measurements and part["ts"] == served_part.source_ts
+
+
 def _decode(words: list[int], reg) -> float:
     value = ModbusTcpClient.convert_from_registers(words, _TYPES[reg.type], word_order=reg.word_order)
     return float(value) if reg.type == "float32" else float(value) * reg.scale
@@ -160,7 +229,7 @@ def test_modbus_registers_decode_to_the_served_values(served) -> None:
     client = ModbusTcpClient(ep.host, port=ep.port, timeout=2)
     assert client.connect()
     try:
-        holding = client.read_holding_registers(0, count=7, device_id=1)
+        holding = client.read_holding_registers(0, count=21, device_id=1)
         inputs = client.read_input_registers(0, count=2, device_id=1)
         conveyor = client.read_holding_registers(0, count=6, device_id=2)
     finally:
@@ -178,7 +247,8 @@ def test_modbus_registers_decode_to_the_served_values(served) -> None:
                 return False
         return True
 
-    assert any(matches(v) for v in history.values("press-002")), decoded
+    steps = [{**v, **s} for v, s in zip(history.values("press-002"), history.statuses("press-002"), strict=True)]
+    assert any(matches(v) for v in steps), decoded
     assert 290 < decoded["air_temperature"] < 320 and decoded["cycle_count"] >= 10_000
 
 

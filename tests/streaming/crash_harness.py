@@ -26,9 +26,9 @@ from telemetry_samples import telemetry_series
 from waiting import wait_for
 
 from plantstream.connect.kafka import producer
-from plantstream.contract.topics import message_key
+from plantstream.contract.topics import TELEMETRY, message_key, topic_name
 from plantstream.settings import Settings
-from plantstream.streaming.runner import prepare_telemetry_flow, run_telemetry_cluster, start_cluster, stop_cluster
+from plantstream.streaming.runner import prepare_flow, run_cluster, start_cluster, stop_cluster
 from plantstream.waiting import wait_until
 
 
@@ -51,7 +51,7 @@ class PacedProducer(threading.Thread):
     def run(self) -> None:
         try:
             p = producer(self.settings)
-            topic = self.settings.stream.telemetry_topic
+            topic = topic_name(self.settings, TELEMETRY)
             chunk = 5_000
             start = time.monotonic()
             for i in range(0, len(self.payloads), chunk):
@@ -107,7 +107,7 @@ def crash_and_recover(
     ``process_counts[i]`` is the number of processes of the i-th run (cycled): the
     cluster may be resized between restarts.
     """
-    prepare_telemetry_flow(settings)
+    prepare_flow(settings)
     events = telemetry_series(machines=machines, seconds=seconds)
     payloads = [(message_key(e.machine_id), CODEC.encode(e)) for e in events]
     del events
@@ -149,7 +149,7 @@ def crash_and_recover(
     feeder.join(max(1.0, deadline - time.monotonic()))
     assert feeder.done.is_set() and feeder.error is None, feeder.error
     final_processes = process_counts[kills % len(process_counts)]
-    run_telemetry_cluster(
+    run_cluster(
         settings,
         processes=final_processes,
         stop_at_end=True,

@@ -11,19 +11,20 @@ from plantstream.connect.hotstore import hotstore_client
 from plantstream.connect.kafka import consumer, producer
 from plantstream.connect.s3 import delta_storage_options
 from plantstream.contract import Codec, Telemetry
-from plantstream.contract.topics import message_key
-from plantstream.settings import Settings
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import TELEMETRY, message_key, topic_name
 from plantstream.domain.aggregates import WINDOW_AGGREGATE_SCHEMA, epoch_ms, sort_aggregates, window_aggregates
-from plantstream.streaming.bronze_sink import bronze_telemetry_uri
-from plantstream.streaming.runner import prepare_telemetry_flow
+from plantstream.settings import Settings
+from plantstream.streaming.bronze_sink import bronze_uri
+from plantstream.streaming.runner import prepare_flow
 
 CODEC = Codec(Telemetry)
 
 
 def produce(settings: Settings, events: list[Telemetry], bad: list[bytes] = (), *, topic: str | None = None) -> None:
     """Produce events (keyed by machine) and bad payloads; wait until all are acknowledged."""
-    prepare_telemetry_flow(settings)
-    topic = topic or settings.stream.telemetry_topic
+    prepare_flow(settings)
+    topic = topic or topic_name(settings, TELEMETRY)
     errors: list[str] = []
 
     def delivered(err, _msg) -> None:
@@ -84,7 +85,7 @@ def bronze_table(settings: Settings) -> pa.Table:
     from deltalake import DeltaTable
 
     return DeltaTable(
-        bronze_telemetry_uri(settings), storage_options=delta_storage_options(settings)
+        bronze_uri(settings, TELEMETRY_STREAM), storage_options=delta_storage_options(settings)
     ).to_pyarrow_table()
 
 

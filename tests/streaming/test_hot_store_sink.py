@@ -8,10 +8,12 @@ import pytest
 from telemetry_flow_io import hot_scalar
 from telemetry_samples import CODEC, telemetry_series
 
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import TELEMETRY, topic_name
 from plantstream.streaming.hot_store_sink import HotRawSink
 from plantstream.streaming.hot_tables import ensure_hot_tables
 from plantstream.streaming.kafka_source import RawBatch
-from plantstream.streaming.telemetry_decode import DecodedBatch, TelemetryDecoder
+from plantstream.streaming.stream_decode import DecodedBatch, StreamDecoder
 from plantstream.streaming.worker_routing import partition_key
 
 pytestmark = pytest.mark.integration
@@ -21,7 +23,7 @@ PARTITIONS = [0, 1, 2, 3]
 
 def _batches(topic: str, machines: int, seconds: int) -> list[DecodedBatch]:
     """The series split over four Kafka partitions by machine, one batch per partition."""
-    decoder = TelemetryDecoder()
+    decoder = StreamDecoder(TELEMETRY_STREAM, max_event_time_ahead_s=300)
     by_partition: dict[int, list[bytes]] = {p: [] for p in PARTITIONS}
     for event in telemetry_series(machines=machines, seconds=seconds):
         by_partition[int(event.machine_id.rsplit("-", 1)[1]) % len(PARTITIONS)].append(CODEC.encode(event))
@@ -35,7 +37,7 @@ def _batches(topic: str, machines: int, seconds: int) -> list[DecodedBatch]:
 def _write_through_sink(settings, batches: list[DecodedBatch], *, snapshot_partition: int) -> int:
     """Write each batch to its own sink partition; snapshot ONE partition; return how many
     rows were in the hot store right after that snapshot, then close every partition."""
-    sink = HotRawSink(settings, PARTITIONS, stats=None, flow="test")
+    sink = HotRawSink(settings, TELEMETRY_STREAM, PARTITIONS, stats=None, flow="test")
     parts = {p: sink.build_part("hot_raw", partition_key(p), None) for p in PARTITIONS}
     for batch in batches:
         parts[batch.partition].write_batch([batch])
@@ -50,7 +52,7 @@ def _write_through_sink(settings, batches: list[DecodedBatch], *, snapshot_parti
 def test_one_partitions_snapshot_writes_what_every_partition_of_the_process_was_given(stream_settings) -> None:
     settings = stream_settings()
     ensure_hot_tables(settings)
-    batches = _batches(settings.stream.telemetry_topic, machines=8, seconds=30)
+    batches = _batches(topic_name(settings, TELEMETRY), machines=8, seconds=30)
     total = sum(b.events.num_rows for b in batches)
     assert all(b.events.num_rows for b in batches) and not any(b.dead_letters for b in batches)
 
@@ -65,7 +67,7 @@ def test_a_replay_of_the_same_batches_adds_no_rows_and_a_differently_cut_one_col
     settings = stream_settings()
     ensure_hot_tables(settings)
     db = settings.hotstore.database
-    batches = _batches(settings.stream.telemetry_topic, machines=8, seconds=30)
+    batches = _batches(topic_name(settings, TELEMETRY), machines=8, seconds=30)
     total = sum(b.events.num_rows for b in batches)
     _write_through_sink(settings, batches, snapshot_partition=0)
 

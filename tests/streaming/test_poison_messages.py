@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 from telemetry_flow_io import bronze_table, hot_scalar, produce, read_topic
 from telemetry_samples import BASE_MS, CODEC, reading, telemetry_series
 
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import DEAD_LETTERS, TELEMETRY, topic_name
 from plantstream.streaming.kafka_source import RawBatch
-from plantstream.streaming.runner import run_telemetry_flow
-from plantstream.streaming.telemetry_decode import TelemetryDecoder
+from plantstream.streaming.runner import run_flow
+from plantstream.streaming.stream_decode import StreamDecoder
 
 GOOD = msgspec.to_builtins(reading(7, 1, BASE_MS, "torque", 40.0))
 FIELDS = sorted(GOOD)
@@ -87,7 +89,7 @@ def test_decoder_splits_any_mix_into_valid_rows_and_reasoned_dead_letters(bad, g
     good = [CODEC.encode(e) for e in telemetry_series(machines=1, seconds=good_count // 3 + 1)][:good_count]
     mixed = [(v, True) for v in good] + [(v, False) for v in bad]
     random.Random(seed).shuffle(mixed)
-    decoded = TelemetryDecoder().decode(_raw([v for v, _ in mixed]))
+    decoded = StreamDecoder(TELEMETRY_STREAM, max_event_time_ahead_s=300).decode(_raw([v for v, _ in mixed]))
     good_offsets = {i for i, (_, ok) in enumerate(mixed) if ok}
     assert set(decoded.events.column("kafka_offset").to_pylist()) == good_offsets
     assert {d.offset for d in decoded.dead_letters} == set(range(len(mixed))) - good_offsets
@@ -106,7 +108,7 @@ def test_a_stream_with_many_kinds_of_poison_lands_every_good_event_and_dead_lett
     assert len(bad) / (len(bad) + len(events)) >= 0.05
     produce(settings, events, bad)
 
-    stats = run_telemetry_flow(settings, stop_at_end=True)
+    stats = run_flow(settings, stop_at_end=True)
 
     assert stats.events_in == len(events) + len(bad)
     assert stats.events_valid == len(events)
@@ -114,12 +116,12 @@ def test_a_stream_with_many_kinds_of_poison_lands_every_good_event_and_dead_lett
     db = settings.hotstore.database
     assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw FINAL") == len(events)
     assert bronze_table(settings).num_rows == len(events)
-    dlq = read_topic(settings, settings.stream.dead_letter_topic)
+    dlq = read_topic(settings, topic_name(settings, DEAD_LETTERS))
     assert collections.Counter(m.value() for m in dlq) == collections.Counter(bad)
     kinds = collections.Counter()
     for message in dlq:
         headers = dict(message.headers())
         kinds[headers["plantstream.error.kind"].decode()] += 1
         assert headers["plantstream.error.reason"]
-        assert headers["plantstream.source.topic"] == settings.stream.telemetry_topic.encode()
+        assert headers["plantstream.source.topic"] == topic_name(settings, TELEMETRY).encode()
     assert set(kinds) == ERROR_KINDS, kinds

@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telemetry_samples import BASE_MS, CODEC, malformed_payloads, reading, telemetry_series
 
-from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, TELEMETRY
+from plantstream.contract.columns import bronze_schema
+from plantstream.contract.streams import TELEMETRY_STREAM
+from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, TELEMETRY, topic_name
 from plantstream.settings import load_settings
 from plantstream.streaming.kafka_source import RawBatch
-from plantstream.streaming.telemetry_decode import TelemetryDecoder
-from plantstream.streaming.telemetry_schema import BRONZE_TELEMETRY_SCHEMA
+from plantstream.streaming.stream_decode import StreamDecoder
 
-DECODER = TelemetryDecoder()
+DECODER = StreamDecoder(TELEMETRY_STREAM, max_event_time_ahead_s=300)
 
 
 def raw(values: list[bytes | None], first_offset: int = 1000) -> RawBatch:
@@ -27,7 +28,7 @@ def test_valid_events_become_bronze_columns() -> None:
     decoded = DECODER.decode(raw([CODEC.encode(e) for e in events]))
     assert decoded.dead_letters == []
     table = decoded.events
-    assert table.schema == BRONZE_TELEMETRY_SCHEMA
+    assert table.schema == bronze_schema(TELEMETRY_STREAM)
     assert table.column("machine_id").to_pylist() == [e.machine_id for e in events]
     assert table.column("seq").to_pylist() == [e.seq for e in events]
     assert table.column("kafka_partition").to_pylist() == [3] * len(events)
@@ -90,10 +91,12 @@ def test_stale_readings_without_a_value_are_valid() -> None:
     assert decoded.events.column("value").to_pylist() == [None]
 
 
-def test_default_topic_settings_match_the_contract_catalogue() -> None:
-    stream = load_settings().stream
-    assert (stream.telemetry_topic, stream.dead_letter_topic, stream.late_topic) == (
-        TELEMETRY.name,
-        DEAD_LETTERS.name,
-        LATE_EVENTS.name,
-    )
+def test_topic_names_are_the_catalogue_behind_the_prefix(tmp_path) -> None:
+    plain = load_settings(state_dir=tmp_path)
+    assert [topic_name(plain, t) for t in (TELEMETRY, DEAD_LETTERS, LATE_EVENTS)] == [
+        "factory.machine.telemetry",
+        "factory.deadletter",
+        "factory.machine.telemetry.late",
+    ]
+    prefixed = load_settings(state_dir=tmp_path, kafka={"topic_prefix": "site3."})
+    assert topic_name(prefixed, TELEMETRY) == "site3.factory.machine.telemetry"

@@ -8,7 +8,8 @@ import pytest
 from telemetry_flow_io import assert_windows_match_bronze, bronze_table, hot_scalar, produce, read_topic
 from telemetry_samples import BASE_MS, CODEC, SIGNALS, malformed_payloads, reading, telemetry_series
 
-from plantstream.streaming.runner import run_telemetry_flow
+from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, topic_name
+from plantstream.streaming.runner import run_flow
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ def test_drain_writes_every_valid_event_once_and_dead_letters_the_rest(stream_se
     bad = malformed_payloads()
     produce(settings, events, [payload for payload, _ in bad])
 
-    stats = run_telemetry_flow(settings, stop_at_end=True)
+    stats = run_flow(settings, stop_at_end=True)
 
     n = len(events)
     assert stats.events_in == n + len(bad)
@@ -29,18 +30,18 @@ def test_drain_writes_every_valid_event_once_and_dead_letters_the_rest(stream_se
     assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw FINAL") == n
     bronze = bronze_table(settings)
     assert bronze.num_rows == n
-    dlq = read_topic(settings, settings.stream.dead_letter_topic)
+    dlq = read_topic(settings, topic_name(settings, DEAD_LETTERS))
     kinds = collections.Counter(dict(m.headers())["plantstream.error.kind"].decode() for m in dlq)
     assert kinds == collections.Counter(kind for _, kind in bad)
     assert sorted(m.value() for m in dlq) == sorted(payload for payload, _ in bad)
     assert stats.windows_written > 0
 
     # A second run with no new data duplicates nothing.
-    again = run_telemetry_flow(settings, stop_at_end=True)
+    again = run_flow(settings, stop_at_end=True)
     assert again.events_in == 0
     assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw") == n
     assert bronze_table(settings).num_rows == n
-    assert len(read_topic(settings, settings.stream.dead_letter_topic)) == len(bad)
+    assert len(read_topic(settings, topic_name(settings, DEAD_LETTERS))) == len(bad)
 
 
 def test_hot_store_aggregates_equal_a_recomputation_from_bronze(stream_settings) -> None:
@@ -48,7 +49,7 @@ def test_hot_store_aggregates_equal_a_recomputation_from_bronze(stream_settings)
     events = telemetry_series(machines=5, seconds=900)
     produce(settings, events)
 
-    stats = run_telemetry_flow(settings, stop_at_end=True)
+    stats = run_flow(settings, stop_at_end=True)
     assert stats.late == 0
 
     bronze = bronze_table(settings)
@@ -64,10 +65,10 @@ def test_late_events_go_to_the_late_topic_and_still_reach_the_raw_sinks(stream_s
     stragglers = [reading(0, 10_000 + i, BASE_MS + 5_000 + i, "torque", 1.0) for i in range(3)]
     produce(settings, events + stragglers)  # one machine: one partition, stragglers last
 
-    stats = run_telemetry_flow(settings, stop_at_end=True)
+    stats = run_flow(settings, stop_at_end=True)
 
     assert stats.late == len(stragglers)
-    late = read_topic(settings, settings.stream.late_topic)
+    late = read_topic(settings, topic_name(settings, LATE_EVENTS))
     assert sorted(m.value() for m in late) == sorted(CODEC.encode(e) for e in stragglers)
     assert {dict(m.headers())["plantstream.error.kind"] for m in late} == {b"late"}
     total = len(events) + len(stragglers)

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from telemetry_samples import BASE_MS, CODEC, reading, telemetry_series
 
 from plantstream.contract import Telemetry
+from plantstream.contract.streams import TELEMETRY_STREAM
 from plantstream.domain.aggregates import sort_aggregates, window_aggregates
 from plantstream.streaming.kafka_source import RawBatch
-from plantstream.streaming.telemetry_decode import DecodedBatch, TelemetryDecoder
+from plantstream.streaming.stream_decode import DecodedBatch, StreamDecoder
 from plantstream.streaming.windowing import (
     ClosedWindows,
     LateEvents,
@@ -27,7 +28,7 @@ from plantstream.streaming.windowing import (
 )
 
 CONFIG = WindowConfig(window_seconds=(60, 300), allowed_lateness_ms=10_000, idle_key_expiry_ms=600_000)
-DECODER = TelemetryDecoder()
+DECODER = StreamDecoder(TELEMETRY_STREAM, max_event_time_ahead_s=300)
 
 
 def batches_of(events: list[Telemetry], sizes: list[int] | None = None, *, start_offset: int = 0) -> list[DecodedBatch]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
-from plantstream.assets.telemetry_silver import SILVER_SCHEMA, to_silver
+from plantstream.assets.silver import silver_schema, to_silver
+from plantstream.contract.streams import STREAMS, TELEMETRY_STREAM
 from plantstream.orchestration.definitions import build_definitions
 from plantstream.settings import load_settings
 
@@ -13,19 +14,15 @@ from plantstream.settings import load_settings
 def test_asset_graph_runs_from_kafka_through_bronze_to_silver(tmp_path) -> None:
     graph = build_definitions(load_settings(state_dir=tmp_path)).resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {
-        "kafka/factory_machine_telemetry",
-        "kafka/factory_deadletter",
-        "hotstore/telemetry_raw",
-        "hotstore/telemetry_windows",
-        "bronze/telemetry",
-        "silver/telemetry",
-    } <= keys
-    silver = graph.get(dg.AssetKey(["silver", "telemetry"]))
-    assert silver.parent_keys == {dg.AssetKey(["bronze", "telemetry"])}
-    bronze = graph.get(dg.AssetKey(["bronze", "telemetry"]))
-    assert bronze.parent_keys == {dg.AssetKey(["kafka", "factory_machine_telemetry"])}
-    assert bronze.is_observable and not bronze.is_materializable
+    assert {"kafka/factory_deadletter", "hotstore/telemetry_windows"} <= keys
+    for spec in STREAMS:  # every stream: topic -> hot table, topic -> bronze -> silver
+        topic = "kafka/" + spec.topic.name.replace(".", "_")
+        assert {topic, f"hotstore/{spec.hot_table}", f"bronze/{spec.name}", f"silver/{spec.name}"} <= keys
+        silver = graph.get(dg.AssetKey(["silver", spec.name]))
+        assert silver.parent_keys == {dg.AssetKey(["bronze", spec.name])}
+        bronze = graph.get(dg.AssetKey(["bronze", spec.name]))
+        assert bronze.parent_keys == {dg.AssetKey(topic.split("/"))}
+        assert bronze.is_observable and not bronze.is_materializable
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name != "default", f"{key} has no group"
@@ -58,8 +55,10 @@ def bronze_rows(rows: list[tuple[str, int, int]]) -> pa.Table:
 
 
 def test_to_silver_keeps_the_first_copy_of_each_reading_and_types_it() -> None:
-    silver = to_silver(bronze_rows([("m1", 0, 10), ("m1", 1, 11), ("m1", 0, 12), ("m2", 0, 13)]))
-    assert silver.schema == SILVER_SCHEMA
+    batch = to_silver(TELEMETRY_STREAM, bronze_rows([("m1", 0, 10), ("m1", 1, 11), ("m1", 0, 12), ("m2", 0, 13)]))
+    silver = batch.rows
+    assert silver.schema == silver_schema(TELEMETRY_STREAM)
+    assert batch.conflicts == 0  # the later copy of (m1, 0) is identical: a re-send, not a conflict
     assert sorted(zip(silver["machine_id"].to_pylist(), silver["seq"].to_pylist(), strict=True)) == [
         ("m1", 0),
         ("m1", 1),
@@ -72,3 +71,16 @@ def test_to_silver_keeps_the_first_copy_of_each_reading_and_types_it() -> None:
     ]
     assert first_m1 == [10]
     assert str(silver["event_time"][0].as_py().tzinfo) == "UTC"
+
+
+def test_to_silver_counts_a_conflicting_duplicate_and_keeps_the_first_copy() -> None:
+    rows = bronze_rows([("m1", 0, 10), ("m1", 0, 12), ("m2", 0, 13)])
+    # The copy at offset 12 says another value for the same (machine, seq): a device bug.
+    rows = rows.set_column(rows.schema.get_field_index("value"), "value", pa.array([1.0, 99.0, 2.0]))
+    batch = to_silver(TELEMETRY_STREAM, rows)
+    assert batch.conflicts == 1
+    assert batch.conflict_sample == [{"machine_id": "m1", "seq": 0, "versions": 2}]
+    kept = {
+        (m, s): v for m, s, v in zip(*(batch.rows[c].to_pylist() for c in ("machine_id", "seq", "value")), strict=True)
+    }
+    assert kept == {("m1", 0): 1.0, ("m2", 0): 2.0}

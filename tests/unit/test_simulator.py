@@ -40,11 +40,14 @@ def test_sequence_numbers_are_gap_free_per_machine_and_continue_after_a_restart(
     path = tmp_path / "seq.json"
     log = GroundTruthLog(tmp_path / "gt.jsonl")
     first = SimulatorCheckpoint(path)
-    run = plan_run(settings, resume_from_ms=first.clock_ms)
+    now = 1_800_000_000_000
+    run = plan_run(settings, resume_from_ms=first.clock_ms, now_ms=now)
     events = list(generate_telemetry(settings, run, first, log))
     first.commit(clock_ms=run.end_ms)
     second = SimulatorCheckpoint(path)
-    more = list(generate_telemetry(settings, plan_run(settings, resume_from_ms=second.clock_ms), second, log))
+    later = plan_run(settings, resume_from_ms=second.clock_ms, now_ms=now + 90_000)
+    assert later.start_ms == run.end_ms and later.end_ms == now + 90_000  # the gap since, not the future
+    more = list(generate_telemetry(settings, later, second, log))
     log.close()
     for machine in {e.machine_id for e in events}:
         mine = [e for e in events + more if e.machine_id == machine]
@@ -89,3 +92,11 @@ def test_vibration_rises_before_tool_wear_failures(tmp_path) -> None:
         if early and late:
             rises.append(np.mean(late) - np.mean(early))
     assert rises and np.mean(rises) > 0.5, rises
+
+
+def test_a_run_never_reaches_into_the_future(tmp_path) -> None:
+    settings = load_settings(state_dir=tmp_path, simulator={"machines": 2, "simulated_minutes": 60})
+    now = 1_800_000_000_000
+    assert plan_run(settings, now_ms=now).end_ms == now
+    assert plan_run(settings, resume_from_ms=now, now_ms=now).steps == 0  # right after the last: nothing yet
+    assert plan_run(settings, resume_from_ms=now - 10_000, now_ms=now).steps == 10

@@ -8,6 +8,7 @@ watermark (wrong on the local broker, see docs/infrastructure.md).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,43 @@ class NotReadToEndError(TimeoutError):
     def __init__(self, topic: str, partitions: set[int], timeout_s: float) -> None:
         super().__init__(f"partitions {sorted(partitions)} of {topic} not read to the end in {timeout_s} s")
         self.partitions = partitions
+
+
+def scan_ranges(
+    cons: Any, ranges: dict[tuple[str, int], tuple[int, int]], *, timeout_s: float
+) -> Iterator[tuple[str, EventKey]]:
+    """Yield ``(topic, key)`` of every contract event at offsets ``first`` .. ``last`` of each
+    ``(topic, partition)`` in ``ranges``, all read by one consumer at once.
+
+    A partition is done when its ``last`` offset (or anything after it) was read: unlike
+    :func:`scan_keys` this does not wait for a busy partition's end.  Raises
+    :class:`NotReadToEndError` if some range is not complete within ``timeout_s``.
+    """
+    from confluent_kafka import TopicPartition
+
+    if not ranges:
+        return
+    cons.assign([TopicPartition(t, p, first) for (t, p), (first, _last) in ranges.items()])
+    open_ranges = dict(ranges)
+    decode = msgspec.json.Decoder(EventKey).decode
+    deadline = time.monotonic() + timeout_s
+    while open_ranges:
+        if time.monotonic() > deadline:
+            topic = next(iter(open_ranges))[0]
+            raise NotReadToEndError(topic, {p for _, p in open_ranges}, timeout_s)
+        for msg in cons.consume(10_000, timeout=0.05):
+            if msg.error() is not None:
+                continue
+            where = (msg.topic(), msg.partition())
+            bounds = open_ranges.get(where)
+            if bounds is None:
+                continue
+            if msg.offset() <= bounds[1]:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    yield where[0], decode(msg.value())
+            if msg.offset() >= bounds[1]:
+                del open_ranges[where]
+                cons.incremental_unassign([TopicPartition(*where)])
 
 
 def scan_keys(cons: Any, topic: str, starts: list[Any], timeout_s: float) -> Iterator[EventKey | None]:

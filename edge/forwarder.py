@@ -99,7 +99,10 @@ class Forwarder:
         self._verify_until: float | None = None  # monotonic end of the window after a (re)connection
         self._keys: dict[int, tuple[str, int]] = {}  # row id -> (machine_id, seq), sent in the window
         self._held: list[tuple[int, str, int, int | None, str]] = []  # delivered in the window, not yet read back
-        self.delivered: Counter[str] = Counter()  # per stream, in this gateway's life
+        # Per stream: rows removed from the buffer because Kafka holds them, in this process's
+        # life - acknowledged and verified, or found by reconciliation (also rows an earlier,
+        # killed process had sent).
+        self.delivered: Counter[str] = Counter()
 
     @property
     def verifying(self) -> bool:
@@ -156,8 +159,9 @@ class Forwarder:
         await loop.run_in_executor(None, lambda: ensure_topics(self.settings, topics, timeout_s=5.0))
         removed = await loop.run_in_executor(None, self._reconcile)
         if removed:
-            self.metrics.reconciled.inc(removed)
-            log.info("reconciled %d buffered events that Kafka already had", removed)
+            self.delivered.update(removed)
+            self.metrics.reconciled.inc(removed.total())
+            log.info("reconciled %d buffered events that Kafka already had", removed.total())
         self._verify_all = False
         self._generation += 1
         self._producer = producer(self.settings, error_cb=self._on_error)
@@ -177,9 +181,9 @@ class Forwarder:
         self._keys.clear()
         self._held.clear()
 
-    def _reconcile(self) -> int:
+    def _reconcile(self) -> Counter[str]:
         """Delete buffered rows whose (machine_id, seq) their stream's topic already holds
-        (runs in a worker thread)."""
+        (runs in a worker thread); returns how many per stream."""
         from concurrent.futures import Future
 
         def on_db(fn: Callable[..., T], *args: Any) -> T:
@@ -187,10 +191,15 @@ class Forwarder:
             return fut.result()
 
         keys_by_stream = on_db(self.store.buffered_keys)
-        found: list[int] = []
+        found: dict[str, list[int]] = {}
         for stream, keys in keys_by_stream.items():
-            found += self._found_in_topic(self.topics[stream], keys, on_db(self.store.min_read_ts, stream) or 0, on_db)
-        return on_db(self.store.delete, found) if found else 0
+            oldest = on_db(self.store.min_read_ts, stream) or 0
+            # A key Kafka holds twice (an earlier at-least-once resend) is one buffered row.
+            found[stream] = sorted(set(self._found_in_topic(self.topics[stream], keys, oldest, on_db)))
+        rows = [row for ids in found.values() for row in ids]
+        if rows:
+            on_db(self.store.delete, rows)
+        return Counter({stream: len(ids) for stream, ids in found.items() if ids})
 
     def _found_in_topic(
         self, topic: str, keys: dict[tuple[str, int], int], oldest: int, on_db: Callable[..., Any]

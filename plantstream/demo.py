@@ -165,6 +165,8 @@ class Produced:
     by_protocol: dict[str, int] = field(default_factory=dict)
     gaps_missing: dict[str, int] = field(default_factory=dict)
     ground_truth_parts: int | None = None
+    #: Events the broker acknowledged but did not hold when read back (resent; docs/platform.md).
+    acked_then_lost: int = 0
 
 
 def _produce(settings: Settings, source: Source, progress: Progress) -> Produced:

@@ -122,6 +122,7 @@ def run_live_plant(
         by_protocol=by_protocol,
         gaps_missing={stream: gaps.missing_in(stream) for stream in gaps.topics},
         ground_truth_parts=parts,
+        acked_then_lost=int(gw.metric("plantstream_edge_lost_after_ack_total")),
     )
     steps = running.server.report.steps
     return LivePlantRun(produced=produced, plant_steps=steps, seconds=time.perf_counter() - started)

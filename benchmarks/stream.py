@@ -10,6 +10,8 @@ partitions) and reads the same messages with:
 * the PlantStream dataflow, full: decode/validate, DLQ, hot store ``telemetry_raw``,
   bronze Delta, 60 s + 300 s windows to ``telemetry_windows``, Bytewax recovery with
   snapshots (effectively-once on) - one process, then two processes;
+* the one-process run again with ``/metrics`` served and scraped every second (metrics
+  are always counted; "on" adds serving and scraping): the observability overhead;
 * the same windowed aggregation written idiomatically with Quix Streams 3.28
   (``tumbling_window(60 s).collect().final()`` per machine, then the same aggregates per
   signal as the flow: count, min, max, mean, std, p95 and last, a duplicate seq counted
@@ -64,6 +66,9 @@ QUIX_TIME_LIMIT_S = 60.0
 RUN_TIMEOUT_S = 900.0
 
 
+SCRAPE_INTERVAL_S = 1.0  # harsher than Prometheus' usual 15 s
+
+
 def run(settings: Settings, console: Console, quick: bool) -> dict[str, Any]:
     """Run the benchmark; returns the figures (also written to benchmarks/results/stream.json)."""
     events = QUICK_EVENTS if quick else FULL_EVENTS
@@ -95,6 +100,11 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
 
     one, cores_one, startup_one = _plantstream(settings, processes=1, tmp=tmp, events=events)
     console.log(f"PlantStream, 1 process: {events / one:,.0f} events/s (verified), {cores_one:.2f} cores busy")
+    watched, scrapes = _plantstream_scraped(settings, tmp=tmp, events=events)
+    console.log(
+        f"PlantStream, 1 process, /metrics served and scraped every {SCRAPE_INTERVAL_S:g} s: "
+        f"{events / watched:,.0f} events/s ({scrapes} scrapes)"
+    )
     two, cores_two, startup_two = _plantstream(settings, processes=2, tmp=tmp, events=events)
     console.log(f"PlantStream, 2 processes: {events / two:,.0f} events/s (verified), {cores_two:.2f} cores busy")
 
@@ -111,6 +121,8 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
         "bare_consumer_events_per_s": round(events / bare_s),
         "plantstream_events_per_s": round(plantstream),
         "plantstream_2workers_events_per_s": round(events / two),
+        "plantstream_metrics_on_events_per_s": round(events / watched),
+        "metrics_scrapes": scrapes,
         "quix_events_per_s": round(quix_events / quix_s),
         "quix_events_measured": quix_events,
         "quix_time_limit_s": QUIX_TIME_LIMIT_S,
@@ -126,6 +138,8 @@ def _measure(settings: Settings, console: Console, events: int, quix_prefix: int
     figures["ratio_plantstream_to_bare"] = round(plantstream / figures["bare_consumer_events_per_s"], 3)
     figures["ratio_plantstream_to_quix"] = round(plantstream / max(1, figures["quix_events_per_s"]), 1)
     figures["ratio_2workers_to_1"] = round(figures["plantstream_2workers_events_per_s"] / plantstream, 2)
+    # Metrics are always counted; "on" adds serving /metrics and a scraper reading it.
+    figures["ratio_metrics_on_to_off"] = round(figures["plantstream_metrics_on_events_per_s"] / plantstream, 3)
     return figures
 
 
@@ -249,6 +263,44 @@ def _plantstream(settings: Settings, *, processes: int, tmp: Path, events: int) 
     return result.finished_at - result.first_data_at, cores, result.first_data_at - result.started_at
 
 
+def _plantstream_scraped(settings: Settings, *, tmp: Path, events: int) -> tuple[float, int]:
+    """The 1-process run again with ``/metrics`` served (``metrics.enabled``) and scraped
+    every :data:`SCRAPE_INTERVAL_S` while it runs: seconds and the number of scrapes."""
+    import urllib.request
+
+    from plantstream.observability.ports import PORT_SPAN, metrics_port
+    from plantstream.services.isolated import pick_free_port_block
+
+    watched = settings.model_copy(
+        update={
+            "metrics": settings.metrics.model_copy(
+                update={"enabled": True, "base_port": pick_free_port_block(PORT_SPAN)}
+            )
+        }
+    )
+    url = f"http://127.0.0.1:{metrics_port(watched, 'stream', 0)}/metrics"
+    stop = threading.Event()
+    scrapes = [0]
+
+    def scrape() -> None:
+        while not stop.wait(SCRAPE_INTERVAL_S):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    answer.read()
+                scrapes[0] += 1
+            except OSError:
+                pass  # not serving yet (start-up) or already gone
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    try:
+        seconds, _cores, _startup = _plantstream(watched, processes=1, tmp=tmp, events=events)
+    finally:
+        stop.set()
+        scraper.join(5)
+    return seconds, scrapes[0]
+
+
 def _verify(settings: Settings, stats: dict[str, int], events: int) -> None:
     from deltalake import DeltaTable
 
@@ -362,6 +414,10 @@ def _print_table(console: Console, f: dict[str, Any]) -> None:
     rows = [
         ("bare confluent-kafka consumer, consume(10000), no decoding, best of 3", bare),
         ("PlantStream full dataflow, 1 process (sinks + effectively-once, verified)", f["plantstream_events_per_s"]),
+        (
+            "PlantStream full dataflow, 1 process, /metrics served and scraped every second",
+            f["plantstream_metrics_on_events_per_s"],
+        ),
         ("PlantStream full dataflow, 2 processes (verified)", f["plantstream_2workers_events_per_s"]),
         (
             f"Quix Streams 3.28 tumbling window, same aggregates, {f['quix_events_measured']:,} events, no sinks",

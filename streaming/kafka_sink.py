@@ -64,7 +64,7 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
         for item in values:
             if isinstance(item, DeadLetter):
                 self.produce(item.key, item.value, item.headers())
-                metrics.DEAD_LETTERS.labels(self._flow, item.error.kind.value).inc()
+                metrics.DEAD_LETTERS.labels(self._flow, item.topic, item.error.kind.value).inc()
                 if self._stats is not None:
                     self._stats.add(self._stream, dead_letters=1)
             elif isinstance(item, LateEvents):
@@ -72,7 +72,7 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
                     item.keys, item.values, item.offsets, item.event_ms, item.watermark_ms, strict=True
                 ):
                     self.produce(key, value, late_headers(item, int(offset), int(event_ms), int(watermark)))
-                metrics.LATE_EVENTS.labels(self._flow).inc(len(item.values))
+                metrics.LATE_EVENTS.labels(self._flow, item.topic).inc(len(item.values))
                 if self._stats is not None:
                     self._stats.add(late=len(item.values))
             else:  # pragma: no cover - wiring error

@@ -148,7 +148,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._next_offset = next_offset
         self._flow = flow
         self._lag = metrics.CONSUMER_LAG.labels(flow, topic, str(partition))
-        self._events_in = metrics.EVENTS_IN.labels(flow)
+        self._events_in = metrics.EVENTS_IN.labels(flow, topic)
         self._consumer = kafka_consumer(
             settings,
             **{

@@ -21,15 +21,19 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from plantstream.observability.server import MetricsServer, serve_component
 from plantstream.settings import Settings
 
-EVENTS_IN = Counter("plantstream_stream_events_in_total", "Messages read from the input topic.", ["flow"])
-EVENTS_VALID = Counter("plantstream_stream_events_valid_total", "Messages that decoded and validated.", ["flow"])
+EVENTS_IN = Counter("plantstream_stream_events_in_total", "Messages read, per input topic.", ["flow", "topic"])
+EVENTS_VALID = Counter(
+    "plantstream_stream_events_valid_total", "Messages that decoded and validated, per input topic.", ["flow", "topic"]
+)
 DEAD_LETTERS = Counter(
-    "plantstream_stream_dead_letters_total", "Messages sent to the dead-letter topic, by reason.", ["flow", "reason"]
+    "plantstream_stream_dead_letters_total",
+    "Messages sent to the dead-letter topic, by input topic and reason.",
+    ["flow", "topic", "reason"],
 )
 LATE_EVENTS = Counter(
     "plantstream_stream_late_events_total",
-    "Events whose window had already closed; routed to the late topic.",
-    ["flow"],
+    "Events whose window had already closed; routed to the late topic (per input topic).",
+    ["flow", "topic"],
 )
 ROWS_WRITTEN = Counter(
     "plantstream_stream_rows_written_total", "Rows or records handed to a sink and acknowledged.", ["flow", "sink"]

@@ -76,7 +76,7 @@ def stream_input(
     source = KafkaBatchSource(settings, topic, partitions, stop_at_end=stop_at_end, flow=name)
     raw = op.input(f"{spec.name}_in", flow, source)
     decoder = StreamDecoder.from_settings(spec, settings)
-    valid_counter = EVENTS_VALID.labels(name)
+    valid_counter = EVENTS_VALID.labels(name, topic)
     stream = spec.name
 
     def decode(batch: RawBatch) -> DecodedBatch:

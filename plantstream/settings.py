@@ -171,6 +171,9 @@ class SimulatorSettings(_Section):
     # How long the load generator keeps resending what Kafka does not hold before it gives
     # up (failing loudly, its checkpoint untouched).
     produce_timeout_s: float = Field(600.0, gt=0)
+    # Cap on the load generator's send rate (events/s, all streams); unset = as fast as
+    # the broker takes them.  A paced run behaves like a plant, not a bulk import.
+    produce_rate: float | None = Field(None, gt=0)
 
 
 class EdgeSettings(_Section):

@@ -85,7 +85,13 @@ def _send(settings: Settings, outbox: _Outbox, flush_timeout_s: float) -> None:
     prod = kafka_producer(settings)
     now = int(time.time() * 1000)
     codecs = {spec.name: Codec(spec.payload) for spec in STREAMS}
+    rate = settings.simulator.produce_rate
+    began = time.monotonic()
     for count, ((stream, _machine, _seq), (key, payload)) in enumerate(outbox.pending.items(), 1):
+        if rate is not None and count % 100 == 0:
+            ahead = count / rate - (time.monotonic() - began)
+            if ahead > 0:
+                prod.poll(ahead)  # paced: serve delivery reports while waiting
         codec = codecs[stream]
         value = codec.encode(msgspec.structs.replace(codec.decode(payload), ingest_ts=now))
         while True:

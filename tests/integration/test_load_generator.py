@@ -76,6 +76,10 @@ def test_a_run_killed_half_way_is_finished_by_the_next_without_duplicates(
     stream_settings: Callable[..., Settings],
 ) -> None:
     settings = _with_plant(stream_settings(), machines=20, minutes=30)
+    # Paced (~218k events in ~11 s) so that the kill lands mid-send on any machine: unpaced,
+    # a fast one hands the whole run to the broker before the first poll sees it.
+    simulator = settings.simulator.model_copy(update={"produce_rate": 20_000})
+    settings = settings.model_copy(update={"simulator": simulator})
     telemetry = topic_name(settings, TELEMETRY)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "plantstream"), "simulate", "kafka"],

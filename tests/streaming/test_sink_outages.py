@@ -31,7 +31,10 @@ from plantstream.streaming.runner import prepare_flow
 from plantstream.streaming.stopping import EXIT_SINK_UNAVAILABLE, EXIT_STOPPED
 
 pytestmark = pytest.mark.integration
-EVENTS_MACHINES, EVENTS_SECONDS = 8, 400  # 8 machines x 3 signals x 400 s = 9,600 events, ~10 s at 1,000/s
+EVENTS_MACHINES, EVENTS_SECONDS = 8, 600  # 8 machines x 3 signals x 600 s = 14,400 events
+# Paced so that events still flow when the outage starts, even when the flow's start-up is
+# slow (a busy machine): ~36 s of production.
+PRODUCE_RATE = 400
 
 
 @pytest.fixture
@@ -90,11 +93,13 @@ def _outage_while_events_flow(
     """
     events = telemetry_series(machines=EVENTS_MACHINES, seconds=EVENTS_SECONDS)
     prepare_flow(settings)
-    producer = PacedProducer(settings, [(message_key(e.machine_id), CODEC.encode(e)) for e in events], rate=1_000)
+    payloads = [(message_key(e.machine_id), CODEC.encode(e)) for e in events]
+    producer = PacedProducer(settings, payloads, rate=PRODUCE_RATE)
     flow = _stream(settings, log)
     producer.start()
     wait_for(lambda: _hot_rows(settings) > 0 or flow.poll() is not None, 120, "the flow's first rows")
     assert flow.poll() is None, f"the flow ended before the outage: {log.read_text()[-2000:]}"
+    assert not producer.done.is_set(), "every event was produced before the flow started: none left for the outage"
     watched = felt_in or log
     before = watched.stat().st_size if watched.exists() else 0
     word = "retry" if felt_in is None else "error"

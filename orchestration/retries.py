@@ -12,9 +12,10 @@ retries it with exponential backoff and jitter), anything else becomes a
 What counts as transient (:func:`is_transient`): connection and timeout errors
 (``OSError``, which is also what delta-rs raises when the object store cannot be
 reached after its own retries), a Delta commit that lost a race to a concurrent writer
-(``CommitFailedError``: the next attempt reloads the table), and
-``clickhouse_connect``'s ``OperationalError`` (the server could not be reached, as
-opposed to ``DatabaseError``, which carries the server's answer to a bad statement).
+(``CommitFailedError``: the next attempt reloads the table), ``clickhouse_connect``'s
+``OperationalError`` (the server could not be reached, as opposed to ``DatabaseError``,
+which carries the server's answer to a bad statement), and boto3's connection errors and
+throttling / 5xx answers (listing the lake's tables).
 """
 
 from __future__ import annotations
@@ -28,18 +29,32 @@ import dagster as dg
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors a later attempt can succeed past (see the module docstring)."""
+#: S3 error codes that mean "try again" (throttling, a server-side hiccup).
+_S3_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "503", "500"})
+
+
+def _transient_one(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
     from clickhouse_connect.driver.exceptions import OperationalError
     from deltalake.exceptions import CommitFailedError
 
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False  # an OSError, but no later attempt finds the file or the permission
+    if isinstance(exc, (OSError, CommitFailedError, OperationalError, BotoConnectionError, HTTPClientError)):
+        return True
+    if isinstance(exc, ClientError):  # boto3 (listing the lake's tables): only throttling and 5xx
+        return str(exc.response.get("Error", {}).get("Code", "")) in _S3_RETRY_CODES
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a later attempt can succeed past (see the module docstring)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:  # a wrapped cause counts too
         seen.add(id(current))
-        if isinstance(current, (OSError, CommitFailedError, OperationalError)) and not isinstance(
-            current, (FileNotFoundError, PermissionError)
-        ):
+        if _transient_one(current):
             return True
         current = current.__cause__ or current.__context__
     return False

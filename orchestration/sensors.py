@@ -19,8 +19,9 @@ a tick evaluated twice (a daemon restart) cannot launch a second run for the sam
 and a new version without new data (a compaction) only moves the cursor.  The days that
 received data are read from the commits in between
 (:func:`plantstream.assets.cold.delta_log.partitions_changed`); a late event in a *closed*
-day (before today, UTC) names that day's gold and its closed neighbours (a gold day reads
-silver of the day before and after: ``assets/gold/inputs.py``) for the chained gold run.
+day (before today, UTC, and at most 31 days back) names that day's gold and its closed
+neighbours (a gold day reads silver of the day before and after: ``assets/gold/inputs.py``)
+for the chained gold run.
 Today's data names no gold day: today's gold is provisional, and yesterday's is closed by
 the daily schedule.
 
@@ -52,6 +53,8 @@ GOLD_END_TAG = "plantstream/gold_days_end"
 SENSOR_INTERVAL_S = 60
 #: A gold day reads silver of the day before and the day after (assets/gold/inputs.py).
 GOLD_READS_DAYS_AROUND = 1
+#: The sensor's gold catch-up reaches this far back; older days are left to a backfill.
+GOLD_CATCH_UP_DAYS = 31
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,10 @@ def bronze_changes(lake: Lake, cursor: dict[str, int]) -> BronzeChanges:
         version = table.version()
         versions[spec.name] = version
         last = cursor.get(spec.name, -1)
-        if version > last:
+        if version != last:  # lower: the table was replaced (a wiped lake): all of it is new
             moved[spec.name] = version
-            days |= partitions_changed(table, last, "event_date")
+            since = last if version > last else -1
+            days |= partitions_changed(table, since, "event_date", storage_options=lake.storage_options)
     return BronzeChanges(versions, moved, days)
 
 
@@ -81,18 +85,23 @@ def run_key(versions: dict[str, int]) -> str:
     return "bronze:" + ",".join(f"{name}={version}" for name, version in sorted(versions.items()))
 
 
-def closed_gold_days(days: set[str], partitions: dg.PartitionsDefinition, today: dt.date) -> list[str]:
+def closed_gold_days(
+    days: set[str], partitions: dg.PartitionsDefinition, today: dt.date, *, back: int = GOLD_CATCH_UP_DAYS
+) -> list[str]:
     """The closed gold days that late data in ``days`` can change: each closed day that got data,
     and its neighbours, before today.
 
     Data of today names nothing, although it is the "day after" of yesterday's gold: the
     stream writes today's data all day, and yesterday's gold is closed (with today's first
     events in view) by the daily close; rebuilding it every minute would change nothing.
+    Days more than ``back`` days ago are left out too: new data that old (a historian
+    import, a sensor's first look at a lake with years in it) is a backfill decision.
     """
     affected = set()
+    oldest = today - dt.timedelta(days=back)
     for key in days:
         day = dt.date.fromisoformat(key)
-        if day >= today:
+        if day >= today or day < oldest:
             continue
         for offset in range(-GOLD_READS_DAYS_AROUND, GOLD_READS_DAYS_AROUND + 1):
             affected.add(day + dt.timedelta(days=offset))
@@ -127,6 +136,12 @@ def bronze_versions_sensor(
         gold = closed_gold_days(changes.days, gold_partitions, today) if gold_partitions is not None else []
         if gold:
             tags |= {GOLD_START_TAG: gold[0], GOLD_END_TAG: gold[-1]}
+        older = sorted(d for d in changes.days if d < (today - dt.timedelta(days=GOLD_CATCH_UP_DAYS)).isoformat())
+        if gold_partitions is not None and older:
+            context.log.warning(
+                f"new bronze data for {len(older)} day(s) older than {GOLD_CATCH_UP_DAYS} days ({older[0]} .. "
+                f"{older[-1]}): their gold is left to a backfill (job backfill_silver_from_bronze)"
+            )
         context.log.info(f"bronze moved: {changes.moved}; days with new data: {sorted(changes.days)}; gold: {gold}")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=run_key(changes.versions), tags=tags)], cursor=new_cursor

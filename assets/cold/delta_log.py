@@ -23,9 +23,12 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 #: Commits read in parallel (each is one small GET).
 READ_THREADS = 8
+#: Beyond this many commits, comparing two snapshots is cheaper than reading every commit.
+MAX_COMMITS_READ = 500
 
 
 class LogGoneError(LookupError):
@@ -101,17 +104,45 @@ def changes_between(table: DeltaTable, since_version: int, until_version: int | 
     return Changes(list(live.values()), partitions, rewritten, rows, removed)
 
 
-def partitions_changed(
-    table: DeltaTable, since_version: int, column: str, until_version: int | None = None
-) -> set[str]:
-    """Values of partition ``column`` that received new data after ``since_version``.
+def _partitions_now(table: DeltaTable, column: str) -> set[str]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return {str(v) for v in actions.column(f"partition.{column}").to_pylist() if v is not None}
 
-    When the commits are gone (the log expired), every partition of the table counts as
-    changed: a superset is safe for "what must be recomputed", a guess is not.
+
+def partitions_changed(
+    table: DeltaTable,
+    since_version: int,
+    column: str,
+    *,
+    storage_options: dict[str, str] | None = None,
+    max_commits: int = MAX_COMMITS_READ,
+) -> set[str]:
+    """Values of partition ``column`` that received new data after ``since_version`` (up to the loaded version).
+
+    ``since_version < 0`` (nothing seen yet): every partition the table holds.  More than
+    ``max_commits`` commits in between (a sensor that was off for a day): the partitions of
+    the files the table has now and had not then, a superset (files an optimize rewrote
+    count too) for the price of loading one old snapshot instead of thousands of commits.
+    Commits or the old snapshot gone (the log expired): every partition, again a superset:
+    safe for "what must be recomputed", where a guess would not be.
     """
+    if since_version < 0:
+        return _partitions_now(table, column)
+    if table.version() - since_version > max_commits:
+        try:
+            old = DeltaTable(table.table_uri, version=since_version, storage_options=storage_options)
+        except DeltaError:  # the old version's log is gone (OSError, an unreachable store, still raises)
+            return _partitions_now(table, column)
+        before = set(old.file_uris())
+        return {
+            part.split("=", 1)[1]
+            for uri in table.file_uris()
+            if uri not in before
+            for part in uri.split("/")
+            if part.startswith(f"{column}=")
+        }
     try:
-        changes = changes_between(table, since_version, until_version)
+        changes = changes_between(table, since_version)
     except LogGoneError:
-        actions = pa.table(table.get_add_actions(flatten=True))
-        return {str(v) for v in actions.column(f"partition.{column}").to_pylist() if v is not None}
+        return _partitions_now(table, column)
     return {str(p[column]) for p in changes.partitions if p.get(column) is not None}

@@ -93,7 +93,9 @@ def test_only_todays_data_or_no_gold_names_no_gold_days(stream_settings) -> None
 def test_closed_gold_days_are_the_days_with_data_and_their_neighbours_before_today() -> None:
     assert closed_gold_days({day(5), day(1)}, GOLD_PARTITIONS, TODAY) == [day(6), day(5), day(4), day(2), day(1)]
     assert closed_gold_days({day(0)}, GOLD_PARTITIONS, TODAY) == []
-    assert closed_gold_days({"2024-12-31"}, GOLD_PARTITIONS, TODAY) == ["2025-01-01"]  # partitions start 2025-01-01
+    new_year = dt.date(2025, 1, 10)  # gold's partitions start 2025-01-01
+    assert closed_gold_days({"2024-12-31"}, GOLD_PARTITIONS, new_year) == ["2025-01-01"]
+    assert closed_gold_days({day(40), day(3)}, GOLD_PARTITIONS, TODAY) == [day(4), day(3), day(2)]  # 40: a backfill
 
 
 @pytest.mark.integration
@@ -200,6 +202,36 @@ def test_transient_errors_are_retried_and_others_fail_the_step_at_once() -> None
     assert not result.success
     assert attempts["broken"] == 1
     assert not is_transient(FileNotFoundError("no such table"))
+    from botocore.exceptions import ClientError
+
+    assert is_transient(ClientError({"Error": {"Code": "SlowDown"}}, "ListObjectsV2"))
+    assert not is_transient(ClientError({"Error": {"Code": "NoSuchBucket"}}, "ListObjectsV2"))
     cause = ValueError("wrapped")
     cause.__cause__ = TimeoutError("read timed out")
     assert is_transient(cause)
+
+
+@pytest.mark.integration
+def test_a_long_gap_or_a_replaced_table_still_names_the_right_days(stream_settings) -> None:
+    from plantstream.assets.cold.delta_log import partitions_changed
+
+    settings = stream_settings()
+    lake = Lake(settings)
+    days = [TODAY - dt.timedelta(days=n) for n in (5, 4, 3)]
+    for n, day_ in enumerate(days):
+        write_bronze(
+            settings,
+            TELEMETRY_STREAM,
+            decode(TELEMETRY_STREAM, telemetry(2, [day_], 4), first_offset=n * 100),
+            commits=3,
+        )
+    table = lake.table("bronze", "telemetry")
+    by_commits = partitions_changed(table, 2, "event_date")  # the last two days' six commits, read one by one
+    by_snapshots = partitions_changed(table, 2, "event_date", storage_options=lake.storage_options, max_commits=1)
+    assert by_commits == by_snapshots == {d.isoformat() for d in days[1:]}
+    assert partitions_changed(table, -1, "event_date") == {d.isoformat() for d in days}  # nothing seen yet
+
+    sensor = bronze_versions_sensor(lakehouse_refresh, GOLD_PARTITIONS)
+    ahead = json.dumps({"telemetry": table.version() + 50})  # a cursor from a lake that was wiped and refilled
+    (request,) = tick(sensor, settings, ahead).run_requests
+    assert (request.tags[GOLD_START_TAG], request.tags[GOLD_END_TAG]) == (day(6), day(2))

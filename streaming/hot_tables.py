@@ -84,6 +84,21 @@ def _comment(spec: StreamSpec) -> str:
     return f"plantstream {spec.hot_table} v{RAW_SCHEMA_VERSION}"
 
 
+#: The raw tables' TTL is a backstop this many days beyond ``hot_retention_days``: verified
+#: archival (assets/cold/archival.py) drops a day at the retention once the lake holds it; a
+#: day it could not verify stays queryable (and reported) for the margin before the TTL
+#: deletes it.  A TTL equal to the retention would delete days before they are verified.
+RAW_TTL_MARGIN_DAYS = 7
+
+
+def raw_ttl_days(settings: Settings) -> int:
+    return settings.hotstore.hot_retention_days + RAW_TTL_MARGIN_DAYS
+
+
+def raw_ttl(settings: Settings) -> str:
+    return f"toDateTime(event_ts) + INTERVAL {raw_ttl_days(settings)} DAY"
+
+
 def raw_table_ddl(settings: Settings, spec: StreamSpec, *, table: str | None = None) -> str:
     hs = settings.hotstore
     schema = bronze_schema(spec)
@@ -98,7 +113,7 @@ CREATE TABLE IF NOT EXISTS {hs.database}.{table or spec.hot_table}
 ENGINE = ReplacingMergeTree({COPY_RANK})
 PARTITION BY toDate(event_ts)
 ORDER BY (machine_id, seq)
-TTL toDateTime(event_ts) + INTERVAL {hs.hot_retention_days} DAY
+TTL {raw_ttl(settings)}
 SETTINGS non_replicated_deduplication_window = {hs.dedup_window}
 COMMENT '{_comment(spec)}'
 """.strip()
@@ -158,6 +173,19 @@ def _migrate_raw_table(client, settings: Settings, spec: StreamSpec) -> None:
     log.warning("migrated hot table %s.%s to schema v%d", db, table, RAW_SCHEMA_VERSION)
 
 
+def _align_raw_ttl(client, settings: Settings, spec: StreamSpec) -> None:
+    """Give an existing raw table the TTL the settings ask for (a changed retention, or a
+    table made before the backstop margin): ``MODIFY TTL`` keeps the rows and the shape."""
+    db, table = settings.hotstore.database, spec.hot_table
+    engine = client.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": db, "t": table},
+    ).result_rows[0][0]
+    if f"INTERVAL {raw_ttl_days(settings)} DAY" not in str(engine):
+        client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {raw_ttl(settings)}")
+        log.warning("hot table %s.%s: TTL set to %d days", db, table, raw_ttl_days(settings))
+
+
 def ensure_hot_tables(settings: Settings, streams: tuple[StreamSpec, ...] = STREAMS) -> None:
     """Create the database, every stream's raw table and the window table if missing;
     migrate raw tables of an older shape (idempotent)."""
@@ -171,6 +199,8 @@ def ensure_hot_tables(settings: Settings, streams: tuple[StreamSpec, ...] = STRE
         for spec in streams:
             if spec.hot_table in existing and existing[spec.hot_table] != _comment(spec):
                 _migrate_raw_table(client, settings, spec)
+            elif spec.hot_table in existing:
+                _align_raw_ttl(client, settings, spec)
             else:
                 client.command(raw_table_ddl(settings, spec))
         client.command(telemetry_windows_ddl(settings))

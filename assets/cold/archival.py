@@ -24,17 +24,17 @@ event of it is older than the retention) is *archived*:
 A run that dies between 1 and 3 leaves a staging table behind; the next run moves its
 partitions back before it does anything else, so nothing is ever lost, only retried.
 
-**The TTL and the order of things.**  The hot tables also carry a TTL
-(``event_ts + hot_retention_days``): ClickHouse deletes expired rows at insert and in
-background merges, verified or not.  With the TTL equal to the retention, a day
-becomes an archival candidate exactly when its rows expire, and a TTL merge can delete
-some or all of them before (or while) archival looks: the verification then fails (the
-lake has more rows than the hot store), the partition is reported as kept, and the TTL
-deletes it anyway.  Verified archival is only the deletion path if the TTL is a
-backstop *beyond* the retention (e.g. ``hot_retention_days + 7`` days): archival drops
-verified days at the retention, and an unverified day stays visible and reported for the
-margin before the backstop removes it.  Each run reads the tables' actual TTL
-(``ttl_days`` in the report) and warns when it leaves no margin.  For the same reason a
+**The TTL and the order of things.**  The raw hot tables also carry a TTL:
+ClickHouse deletes expired rows at insert and in background merges, verified or not.
+With the TTL equal to the retention, a day would become an archival candidate exactly
+when its rows expire, and a TTL merge could delete some or all of them before (or while)
+archival looks: the verification would fail, the partition be reported as kept, and the
+TTL delete it anyway.  So the TTL is a backstop *beyond* the retention
+(``hot_retention_days + RAW_TTL_MARGIN_DAYS``, 7, in ``streaming/hot_tables.py``; an
+existing table gets it by ``MODIFY TTL`` on the next start): archival drops verified
+days at the retention, and an unverified day stays visible and reported for the margin
+before the backstop removes it.  Each run reads the tables' actual TTL (``ttl_days`` in
+the report) and warns when it leaves no margin.  For the same reason a
 re-hydration can only restore days inside the TTL: older rows would vanish at insert.
 
 The window table (``telemetry_windows``) has no lake counterpart to verify against;

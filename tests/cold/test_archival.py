@@ -137,3 +137,29 @@ def test_a_staging_table_left_by_an_interrupted_run_is_moved_back_first(cold_set
     assert report.recovered == [f"energy_raw{STAGING_MARKER}dead"]
     assert sum(hot_days(settings, "energy_raw").values()) == counts["energy"]  # nothing lost, nothing dropped
     assert {v.reason for v in report.verdicts} == {"verified (dry run)"}
+
+
+def test_a_raw_table_made_without_the_backstop_gets_it_on_the_next_start_with_its_rows(cold_settings) -> None:
+    from plantstream.assets.cold.archival import ttl_days
+    from plantstream.streaming.hot_tables import ensure_hot_tables
+
+    settings = cold_settings()
+    db = settings.hotstore.database
+    rows = decode(TELEMETRY_STREAM, telemetry(2, RECENT, 30))
+    write_hot(settings, TELEMETRY_STREAM, rows)
+
+    def ttl() -> int | None:
+        query = f"SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'telemetry_raw'"
+        return ttl_days(str(hot_query(settings, query)[0][0]))
+
+    client = hotstore_client(settings)
+    try:  # as an older release made it: the TTL equal to the retention
+        client.command(f"ALTER TABLE {db}.telemetry_raw MODIFY TTL toDateTime(event_ts) + INTERVAL 30 DAY")
+    finally:
+        client.close()
+    assert ttl() == RETENTION_DAYS
+
+    ensure_hot_tables(settings)
+
+    assert ttl() == RETENTION_DAYS + 7
+    assert hot_days(settings, "telemetry_raw") == {RECENT[0].isoformat(): len(rows)}

@@ -37,7 +37,7 @@ def demo(
     json_output: Annotated[bool, typer.Option("--json", help="end with one JSON line of the counts")] = False,
 ) -> None:
     """Run plant -> Kafka -> stream -> hot store + lake -> Dagster, and print what landed where."""
-    from plantstream.demo import run_demo
+    from plantstream.cli.demo_job import run_demo
 
     settings = settings_or_exit()
     overrides = {"simulated_minutes": minutes, "machines": machines, "live_seconds": seconds}

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from plantstream.cli.demo_job import materialize_lakehouse, measure_counts
+from plantstream.cli.live_plant import run_live_plant
 from plantstream.contract.streams import STREAMS
-from plantstream.demo import materialize_lakehouse, measure_counts
 from plantstream.edge.gaps import gap_report
 from plantstream.edge.gateway import BUFFER_FILE, edge_dir
-from plantstream.live_plant import run_live_plant
 from plantstream.services.isolated import isolated_settings
 from plantstream.services.process import set_parent_death_signal
 from plantstream.services.supervisor import CORE_SERVICES, LocalPlatform

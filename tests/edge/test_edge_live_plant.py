@@ -19,11 +19,11 @@ from collections import Counter, defaultdict
 import pytest
 from edge_peers import read_topic
 
+from plantstream.cli.live_plant import run_live_plant
 from plantstream.contract import EnergyUsage, MachineEvent, Quality, QualityMetric
 from plantstream.contract.signals import SIGNALS
 from plantstream.contract.topics import ENERGY_USAGE, MACHINE_EVENTS, QUALITY_METRICS, TELEMETRY, topic_name
 from plantstream.edge.collectors.modbus import decode, encode
-from plantstream.live_plant import run_live_plant
 from plantstream.simulator.engine import Snapshot
 from plantstream.simulator.plant_config import load_plant
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from plantstream.demo import run_demo
+from plantstream.cli.demo_job import run_demo
 from plantstream.domain.aggregates import AGGREGATE_INPUT_COLUMNS, window_aggregates
 from plantstream.orchestration.resources import HotStore, Lake
 from plantstream.settings import Settings

@@ -4,7 +4,7 @@ Two sources put the plant's four streams (telemetry, machine events, part qualit
 energy) into Kafka:
 
 * ``edge`` (the default): the shipped plant live over OPC UA, MQTT and Modbus, collected
-  by the edge gateway (:mod:`plantstream.live_plant`); its gap report must show nothing
+  by the edge gateway (:mod:`plantstream.cli.live_plant`); its gap report must show nothing
   missing.
 * ``direct``: the load generator produces a simulated hour straight to Kafka (volume,
   faster than real time; :mod:`plantstream.simulator.kafka_producer`).
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from plantstream.cli.live_plant import Produced
 from plantstream.contract.streams import STREAMS, StreamSpec
 from plantstream.settings import Settings
 
@@ -156,22 +157,9 @@ def materialize_lakehouse(settings: Settings) -> None:
         raise RuntimeError("materialising the lakehouse assets failed")
 
 
-@dataclass(frozen=True)
-class Produced:
-    """What a source handed to Kafka in this run, per stream."""
-
-    events: dict[str, int]
-    machines: int
-    by_protocol: dict[str, int] = field(default_factory=dict)
-    gaps_missing: dict[str, int] = field(default_factory=dict)
-    ground_truth_parts: int | None = None
-    #: Events the broker acknowledged but did not hold when read back (resent; docs/platform.md).
-    acked_then_lost: int = 0
-
-
 def _produce(settings: Settings, source: Source, progress: Progress) -> Produced:
     if source == "edge":
-        from plantstream.live_plant import run_live_plant
+        from plantstream.cli.live_plant import run_live_plant
 
         live = run_live_plant(
             settings, seconds=settings.simulator.live_seconds, on_progress=lambda d, t: progress("live", d, t)

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from plantstream.settings import Settings
 from plantstream.waiting import wait_until
 
 if TYPE_CHECKING:
-    from plantstream.demo import Produced
     from plantstream.simulator.engine import Snapshot
 
 #: How long the gateway may take to forward what it collected once the plant stopped.
@@ -34,6 +33,19 @@ DRAIN_TIMEOUT_S = 120.0
 #: How long every machine's peer may take to be connected after the plant started.
 CONNECT_TIMEOUT_S = 60.0
 PROTOCOLS = ("opcua", "mqtt", "modbus")
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What a source handed to Kafka in this run, per stream."""
+
+    events: dict[str, int]
+    machines: int
+    by_protocol: dict[str, int] = field(default_factory=dict)
+    gaps_missing: dict[str, int] = field(default_factory=dict)
+    ground_truth_parts: int | None = None
+    #: Events the broker acknowledged but did not hold when read back (resent; docs/platform.md).
+    acked_then_lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,6 @@ def run_live_plant(
     could see, and the run's ground truth can be compared with the lake part for part.
     """
     from plantstream.connect.topics import ensure_topics
-    from plantstream.demo import Produced
     from plantstream.edge.config import parse_config
     from plantstream.edge.gaps import gap_report
     from plantstream.edge.gateway import BUFFER_FILE, GatewayInThread, edge_dir

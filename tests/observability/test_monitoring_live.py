@@ -263,10 +263,11 @@ def test_lag_alert_fires_when_the_flow_stops_and_resolves_when_it_restarts(live:
     prom = live.prometheus
     lag = f'plantstream_stream_committed_lag_messages{{flow="{FLOW}", topic="{live.topic}"}}'
     wait_for(lambda: len(prom.query(lag)) == live.partitions, 90, "the flow's lag series")
-    # Threshold: 6 s of the busiest partition's production.  A running flow (snapshots every
-    # second) stays well below; a stopped one crosses it within 6 s.
+    # Threshold: 15 s of the busiest partition's production.  A running flow (snapshots every
+    # second) stays well below, even on a busy machine (it was seen 6 s behind at a load of 7
+    # on 2 cores); a stopped one crosses it within 15 s.
     rate = _max_partition_rate(prom, live.topic)
-    threshold = math.ceil(rate * 6) + 10
+    threshold = math.ceil(rate * 15) + 20
     rule = {
         "groups": [
             {

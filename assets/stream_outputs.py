@@ -11,7 +11,16 @@ the asset's data version, so downstream assets know when bronze changed.
 import dagster as dg
 
 from plantstream.contract.streams import STREAMS, TELEMETRY_STREAM
-from plantstream.contract.topics import CATALOGUE, DEAD_LETTERS, LATE_EVENTS, TELEMETRY, TopicSpec
+from plantstream.contract.topics import (
+    CATALOGUE,
+    DEAD_LETTERS,
+    FAILURE_SCORES,
+    LATE_EVENTS,
+    MACHINE_EVENTS,
+    MODEL_PROMOTIONS,
+    TELEMETRY,
+    TopicSpec,
+)
 from plantstream.orchestration.resources import HotStore, Lake
 
 OWNERS = ["team:data-platform"]
@@ -25,13 +34,17 @@ def _topic_deps(topic: TopicSpec) -> list[dg.AssetKey]:
     """Topics the stream writes derive from the topics it reads."""
     if topic is DEAD_LETTERS:
         return [topic_key(spec.topic) for spec in STREAMS]
+    if topic is MODEL_PROMOTIONS:  # announced by the failure model's gate (assets/predictive_maintenance)
+        return [dg.AssetKey(["models", "failure_model"])]
+    if topic is FAILURE_SCORES:  # the stream's inference branch: the champion on live telemetry and events
+        return [topic_key(TELEMETRY), topic_key(MACHINE_EVENTS), topic_key(MODEL_PROMOTIONS)]
     return [topic_key(TELEMETRY)] if topic is LATE_EVENTS else []
 
 
 KAFKA_TOPICS = [
     dg.AssetSpec(
         topic_key(topic),
-        description=f"Kafka topic `{topic.name}`: {topic.description}. Keyed by machine_id.",
+        description=f"Kafka topic `{topic.name}`: {topic.description}. Keyed by {topic.key}.",
         group_name="kafka",
         owners=OWNERS,
         kinds={"kafka"},

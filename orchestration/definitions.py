@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from plantstream.assets import cold, gold, silver, stream_outputs, warm
-from plantstream.orchestration import automation
+from plantstream.assets import cold, gold, predictive_maintenance, silver, stream_outputs, warm
+from plantstream.orchestration import automation, retraining
 from plantstream.orchestration.jobs import defs as jobs_defs
 from plantstream.orchestration.resources import build_resources
 from plantstream.settings import load_settings
 
 DOMAINS = (stream_outputs.defs, silver.defs, gold.defs, warm.defs, jobs_defs, cold.defs, automation.defs)
+DOMAINS += (predictive_maintenance.defs, retraining.defs)
 
 
 def build_definitions(settings=None) -> dg.Definitions:

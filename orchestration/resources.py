@@ -59,6 +59,13 @@ class HotStore:
         finally:
             client.close()
 
+    def rows(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        client = self.client()
+        try:
+            return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
+        finally:
+            client.close()
+
 
 def build_resources(settings: Settings) -> dict[str, object]:
     return {"settings": settings, "lake": Lake(settings), "hotstore": HotStore(settings), "warm": WarmTier(settings)}

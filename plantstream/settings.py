@@ -156,6 +156,14 @@ class StreamSettings(_Section):
     # How long the broker may report a partition's end below what the flow already read
     # (offsets lost or reused) before the flow stops instead of silently skipping them.
     offset_regression_grace_seconds: float = Field(60.0, ge=0)
+    # Live OEE (docs/oee.md, "Live OEE"): provisional rows and the rolling hour move in steps of
+    # this much event time; a stream silent this long (wall time) stops holding the OEE clock.
+    oee_step_seconds: int = Field(60, ge=1, le=3_600)
+    oee_idle_stream_seconds: float = Field(30.0, gt=0)
+    # The digital twin (docs/streaming.md, "Digital twin"): a partition's changed machines are
+    # published at most this often; a reading older than this (event time) is shown stale.
+    twin_emit_interval_ms: int = Field(200, ge=10, le=60_000)
+    twin_stale_after_seconds: float = Field(15.0, gt=0)
 
 
 class SimulatorSettings(_Section):
@@ -236,6 +244,83 @@ class WarmSettings(_Section):
         return self
 
 
+class ModelSettings(_Section):
+    """Predictive maintenance: the failure model's lifecycle (docs/predictive-maintenance.md)."""
+
+    registered_model: str = Field("plantstream-failure", min_length=1, max_length=128)
+    experiment: str = Field("plantstream-predictive-maintenance", min_length=1, max_length=256)
+    # H of "fails within H minutes"; samples every sample_every_min while the machine runs.
+    horizon_min: int = Field(10, ge=1, le=240)
+    sample_every_min: int = Field(2, ge=1, le=60)
+    # The retraining window: the last training_days days with labels.
+    training_days: int = Field(21, ge=2, le=366)
+    # The gate: a candidate replaces the champion only if its PR-AUC on the same held-out
+    # period is at least this much higher (and its F1 at its threshold is not lower).
+    gate_margin: float = Field(0.005, ge=0, le=1)
+    # Where the simulator's ground-truth logs are (**/ground_truth.jsonl); empty = <state_dir>/simulator.
+    ground_truth_dir: str = ""
+    # The drift sensor: retrain when at least drift_min_features features have a PSI of at least
+    # drift_psi_threshold on the latest day against the champion's training window, or when the
+    # champion's precision on the latest labelled day is precision_drop below its test precision.
+    drift_psi_threshold: float = Field(0.25, gt=0)
+    drift_min_features: int = Field(3, ge=1)
+    precision_drop: float = Field(0.15, gt=0, le=1)
+    # The stream's inference branch (streaming/failure_scoring.py): "auto" = on when the registry
+    # has a champion when the flow is built (the stream must run without any model), "on" = always
+    # (scores nothing until a champion exists), "off" = never.
+    stream_scoring: Literal["auto", "on", "off"] = "auto"
+    # Besides the announcements on factory.models.promotions, the branch polls the champion alias this often.
+    champion_poll_seconds: float = Field(10.0, gt=0, le=3_600)
+
+
+class AlertSettings(_Section):
+    """The stream's alert branches (docs/alerts.md): anomalies on telemetry, quality on parts."""
+
+    # Telemetry is judged once the machine events of its partition have passed its event
+    # time (the machine's running state is then known, and a replay decides the same);
+    # if the events fall silent, after at most this much telemetry event time.
+    machine_state_wait_seconds: float = Field(120.0, ge=0, le=3_600)
+    # Engineering limits over the defaults (docs/anomaly.md), JSON:
+    # {"<machine type, or * for all>": {"<signal>": {"low": 5, "high": 90, "max_rise_per_s": 1}}}.
+    limits: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    # Scrap rate p-chart per machine and per line over a rolling window of event-time buckets;
+    # the centre line comes from the unit's own history (or scrap_rate_center when set).
+    scrap_bucket_minutes: int = Field(5, ge=1, le=1_440)
+    scrap_window_buckets: int = Field(12, ge=1, le=1_000)
+    scrap_history_buckets: int = Field(96, ge=1, le=10_000)
+    scrap_sigma: float = Field(3.0, gt=0)
+    scrap_clear_sigma: float = Field(2.0, ge=0)
+    scrap_min_window_parts: int = Field(30, ge=1)
+    scrap_min_history_parts: int = Field(200, ge=1)
+    scrap_rate_center: float | None = Field(None, gt=0, lt=1)
+    # Consecutive defective parts of one defect code that raise, and other parts that clear.
+    defect_run_parts: int = Field(3, ge=2)
+    defect_clear_parts: int = Field(3, ge=1)
+    # A line's buckets wait for every partition's parts; for a silent partition at most this long (wall clock).
+    line_partition_wait_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_are_limits(cls, value: dict[str, dict[str, dict[str, float]]]) -> dict:
+        from plantstream.domain.anomaly import Limits
+
+        for machine_type, signals in value.items():
+            for signal, limits in signals.items():
+                try:
+                    Limits(**limits)
+                except TypeError:
+                    raise ValueError(
+                        f"{machine_type}.{signal}: limits take low, high, max_rise_per_s, max_fall_per_s"
+                    ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _clear_below_raise(self) -> AlertSettings:
+        if self.scrap_clear_sigma > self.scrap_sigma:
+            raise ValueError("scrap_clear_sigma must not exceed scrap_sigma")
+        return self
+
+
 def _warm_dsn_hosts(dsn: SecretStr) -> list[str]:
     """Hosts a libpq DSN names ("" = libpq's default, a local socket); never echoes the DSN."""
     from psycopg import ProgrammingError
@@ -289,6 +374,8 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     edge: EdgeSettings = EdgeSettings()
     warm: WarmSettings = WarmSettings()
+    models: ModelSettings = ModelSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("state_dir")
     @classmethod

@@ -25,7 +25,7 @@ STREAM_COUNTS = (
     "bronze_rows_received",
     "bronze_rows_written",
 )
-FLOW_COUNTS = ("late", "windows_emitted", "windows_written")
+FLOW_COUNTS = ("late", "windows_emitted", "windows_written", "alerts_emitted")
 
 
 class FlowStats:

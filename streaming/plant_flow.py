@@ -28,17 +28,22 @@ from dataclasses import dataclass
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from plantstream.contract.streams import STREAMS, TELEMETRY_STREAM, StreamSpec
+from plantstream.contract.streams import EVENTS_STREAM, QUALITY_STREAM, STREAMS, TELEMETRY_STREAM, StreamSpec
 from plantstream.contract.topics import DEAD_LETTERS, LATE_EVENTS, topic_name
 from plantstream.settings import Settings, load_settings
 from plantstream.streaming import metrics
+from plantstream.streaming.alert_branch import add_anomaly_alerts
 from plantstream.streaming.bronze_sink import BronzeSink
+from plantstream.streaming.failure_scoring import add_failure_scoring
 from plantstream.streaming.flow_stats import FlowStats
 from plantstream.streaming.hot_store_sink import HotRawSink, HotWindowSink
 from plantstream.streaming.kafka_sink import KafkaRecordSink
 from plantstream.streaming.kafka_source import KafkaBatchSource, RawBatch, topic_partitions
 from plantstream.streaming.metrics import EVENTS_VALID
+from plantstream.streaming.oee_branch import add_live_oee
+from plantstream.streaming.quality_branch import add_quality_alerts
 from plantstream.streaming.stream_decode import DecodedBatch, StreamDecoder
+from plantstream.streaming.twin_branch import add_twin
 from plantstream.streaming.windowing import ClosedWindows, TelemetryWindowLogic, WindowConfig
 
 FLOW_NAME = "plant"
@@ -118,8 +123,12 @@ def add_raw_sinks(inp: StreamInput, settings: Settings, *, stats: FlowStats | No
     )
 
 
-def add_windows(inp: StreamInput, settings: Settings, *, stats: FlowStats | None = None) -> None:
-    """Event-time window aggregates to ``telemetry_windows``; late events to the late topic."""
+def add_windows(
+    inp: StreamInput, settings: Settings, *, stats: FlowStats | None = None
+) -> op.KeyedStream[ClosedWindows]:
+    """Event-time window aggregates to ``telemetry_windows``; late events to the late topic.
+
+    Returns the closed windows, for branches that read them (failure scoring)."""
     config = WindowConfig.from_settings(settings)
     topic = inp.topic
     outputs = op.stateful_batch(
@@ -143,6 +152,7 @@ def add_windows(inp: StreamInput, settings: Settings, *, stats: FlowStats | None
             settings, topic_name(settings, LATE_EVENTS), inp.partitions, sink="late", stats=stats, flow=FLOW_NAME
         ),
     )
+    return split.trues
 
 
 def build_plant_flow(
@@ -158,11 +168,21 @@ def build_plant_flow(
     end.  The topics must exist (see :func:`plantstream.streaming.runner.prepare_flow`).
     """
     flow = Dataflow(FLOW_NAME)
+    inputs: dict[str, StreamInput] = {}
+    windows = None
     for spec in streams:
-        inp = stream_input(flow, settings, spec, stop_at_end=stop_at_end, stats=stats)
+        inp = inputs[spec.name] = stream_input(flow, settings, spec, stop_at_end=stop_at_end, stats=stats)
         add_raw_sinks(inp, settings, stats=stats)
         if spec is TELEMETRY_STREAM:
-            add_windows(inp, settings, stats=stats)
+            windows = add_windows(inp, settings, stats=stats)
+    if TELEMETRY_STREAM.name in inputs:
+        events = inputs.get(EVENTS_STREAM.name)
+        add_anomaly_alerts(inputs[TELEMETRY_STREAM.name], settings, events=events, stats=stats, flow=FLOW_NAME)
+    if QUALITY_STREAM.name in inputs:
+        add_quality_alerts(inputs[QUALITY_STREAM.name], settings, stats=stats, flow=FLOW_NAME)
+    oee_rows = add_live_oee(inputs, settings, flow=FLOW_NAME)
+    add_twin(inputs, settings, oee_rows=oee_rows, stop_at_end=stop_at_end, flow=FLOW_NAME)
+    add_failure_scoring(inputs, windows, settings, flow=FLOW_NAME)  # only with a champion (models.stream_scoring)
     return flow
 
 

@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "state": "plantstream.benchmarks.state:run",
     "lakehouse": "plantstream.benchmarks.lakehouse:run",
     "cold": "plantstream.benchmarks.cold_tier:run",
+    "latency": "plantstream.benchmarks.latency:run",
     "broker": "plantstream.benchmarks.broker_loss:run",
 }
 

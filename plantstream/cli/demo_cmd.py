@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from plantstream.cli.common import emit_json_line, settings_or_exit
+from plantstream.cli.demo_insights import GoldResult, StreamInsights
 
 STEPS = {
     "platform": "starting / checking the local platform",
@@ -18,6 +19,7 @@ STEPS = {
     "produce": "load generator: simulated plant -> Kafka",
     "stream": "draining the plant dataflow (every stream) -> hot store + bronze",
     "lakehouse": "materialising Dagster assets (bronze -> silver, every stream)",
+    "gold": "gold for the run's days (OEE, downtime, quality Pareto, energy per part, rollups) + warm tier",
 }
 
 
@@ -105,6 +107,10 @@ def demo(
         f"telemetry windows: {result.hot_windows:,}; late events (kept on the late topic): {result.late_events:,}; "
         f"platform start {result.platform_start_s:.1f} s; wall time {result.wall_s:.1f} s"
     )
+    if result.insights is not None:
+        _print_insights(console, result.insights)
+    if result.gold is not None:
+        _print_gold(console, result.gold)
     verdict = "[green]counts agree[/green]" if result.counts_agree else "[red]COUNTS DISAGREE[/red]"
     console.print(
         f"per stream, {'gateway = ' if result.source == 'edge' else ''}Kafka = hot store = bronze = silver: {verdict}"
@@ -113,3 +119,36 @@ def demo(
         emit_json_line(result.summary())
     if not result.counts_agree:
         raise typer.Exit(1)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _print_insights(console: Console, insights: StreamInsights) -> None:
+    raised = ", ".join(f"{kind} {n:,}" for kind, n in insights.alerts_raised.items()) or "none"
+    console.print(f"alerts raised by the stream this run: {raised}; open now: {insights.alerts_open:,}")
+    if insights.oee:
+        table = Table("line", "shift", "availability", "performance", "quality", "OEE", "parts", title="live OEE")
+        for row in insights.oee:
+            shift = f"{row.shift} (final)" if row.final else row.shift
+            table.add_row(
+                row.line, shift, _ratio(row.availability), _ratio(row.performance), _ratio(row.quality),
+                _ratio(row.oee), f"{row.total_count:,}",
+            )  # fmt: skip
+        console.print(table)
+    console.print(
+        f"digital twin: {insights.twin_machines} machines ({insights.twin_stale} stale), "
+        f"{insights.twin_scored} with a failure probability; failure-model alerts this run: {insights.failure_alerts}"
+    )
+
+
+def _print_gold(console: Console, gold: GoldResult) -> None:
+    rows = ", ".join(f"{name} {n:,}" for name, n in gold.rows.items())
+    console.print(f"gold for {', '.join(gold.days)}: {rows}")
+    checks = f"quality checks: {gold.checks_passed} passed"
+    if gold.checks_failed:
+        checks += f", [red]{len(gold.checks_failed)} failed[/red] ({'; '.join(gold.checks_failed)})"
+    console.print(checks)
+    if gold.line_oee:
+        console.print("gold OEE of the day by line: " + ", ".join(f"{k} {_ratio(v)}" for k, v in gold.line_oee.items()))

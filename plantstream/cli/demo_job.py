@@ -17,11 +17,13 @@ doubles events shows by name.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from plantstream.cli.demo_insights import GoldResult, StreamInsights, materialize_gold, stream_insights
 from plantstream.cli.live_plant import Produced
 from plantstream.contract.streams import STREAMS, StreamSpec
 from plantstream.settings import Settings
@@ -80,6 +82,8 @@ class DemoResult:
     events_by_protocol: dict[str, int] = field(default_factory=dict)
     ground_truth_parts: int | None = None  # parts the simulator made (edge source)
     silver_parts: int | None = None  # good + scrap parts in silver quality for this run
+    insights: StreamInsights | None = None  # alerts, live OEE, the twin (hot store)
+    gold: GoldResult | None = None  # the gold tables of the run's days
 
     @property
     def telemetry(self) -> StreamResult:
@@ -115,6 +119,8 @@ class DemoResult:
             "ground_truth_parts": self.ground_truth_parts,
             "silver_parts": self.silver_parts,
             "totals": {name: asdict(c) for name, c in self.totals.items()},
+            **(self.insights.summary() if self.insights is not None else {}),
+            "gold": self.gold.summary() if self.gold is not None else None,
         }
 
 
@@ -180,6 +186,7 @@ def run_demo(
     from plantstream.streaming.runner import run_flow
 
     started = time.perf_counter()
+    began = dt.datetime.now(dt.UTC)
     progress("platform", None, None)
     # The demo needs S3, Kafka and the hot store; MLflow joins when the ML wave uses it.
     with ensure_running(settings, services=CORE_SERVICES) as platform:
@@ -191,8 +198,11 @@ def run_demo(
         produced = _produce(settings, source, progress)
         progress("stream", None, None)
         stats = run_flow(settings, stop_at_end=True)
+        insights = stream_insights(settings, since=began)
         progress("lakehouse", None, None)
         materialize_lakehouse(settings)
+        progress("gold", None, None)
+        gold = materialize_gold(settings, run_days(began, dt.datetime.now(dt.UTC)))
         after = measure_counts(settings)
         windows_after = count_windows(settings)
         started_by_demo = bool(platform.started)
@@ -222,4 +232,15 @@ def run_demo(
         events_by_protocol=produced.by_protocol,
         ground_truth_parts=produced.ground_truth_parts,
         silver_parts=streams["quality"].silver_rows if produced.ground_truth_parts is not None else None,
+        insights=insights,
+        gold=gold,
     )
+
+
+def run_days(began: dt.datetime, ended: dt.datetime) -> list[dt.date]:
+    """The UTC days a run's events can fall on (two when it crosses midnight)."""
+    days, day = [], began.date()
+    while day <= ended.date():
+        days.append(day)
+        day += dt.timedelta(days=1)
+    return days

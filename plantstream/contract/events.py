@@ -63,6 +63,14 @@ class AlertType(StrEnum):
     MAINTENANCE_REQUIRED = "MaintenanceRequired"
     ANOMALY_DETECTED = "AnomalyDetected"
     MACHINE_STALE = "MachineStale"
+    SENSOR_FAULT = "SensorFault"  # the sensor, not the process: stuck values, dropouts
+
+
+class AlertAction(StrEnum):
+    """An alert is raised once and cleared once; both carry the alert's ``alert_id``."""
+
+    RAISE = "raise"
+    CLEAR = "clear"
 
 
 class Severity(StrEnum):
@@ -137,13 +145,111 @@ class EnergyUsage(_Event, frozen=True):
 
 
 class Alert(_Event, frozen=True):
-    """A conclusion drawn by the stream (``factory.alerts``); ``seq`` counts per machine."""
+    """A conclusion drawn by the stream (``factory.alerts``; docs/alerts.md).
+
+    One fault is one ``raise`` and one ``clear`` with the same ``alert_id``, a hash of what
+    identifies the alert (machine, signal, kind, raise time): a replay after a crash
+    produces the same ids, so a consumer drops copies by ``(alert_id, action)``.
+    ``source_ts`` is the event time of the reading (or part) that raised or cleared it,
+    ``read_ts`` when the stream concluded it.  The evidence says which value crossed which
+    threshold over which window.  ``seq`` is unique and increasing per machine and
+    emitting branch (docs/alerts.md, "Identity"); it is not gap-free.  Every field after
+    ``attributes`` was added in v1 with a default (compatible).
+    """
 
     alert_type: AlertType
     severity: Severity
     message: Annotated[str, msgspec.Meta(max_length=2048)]
     signal: Name | None = None
     attributes: dict[str, str] = {}
+    alert_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    action: AlertAction = AlertAction.RAISE
+    kind: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # the rule: spike, stuck, scrap_rate, ...
+    raised_at: Millis | None = None  # event time of the raise (on a clear: of the raise it ends)
+    value: float | None = None  # the value judged (raise) or the peak of the episode (clear)
+    threshold: float | None = None  # the limit it crossed
+    statistic: float | None = None  # what was compared with the threshold (z-score, rate, run length, ...)
+    reference: float | None = None  # what the value was compared with (baseline centre, centre line, ...)
+    window_start: Millis | None = None  # the evidence's window in event time
+    window_end: Millis | None = None
+    samples: Annotated[int, msgspec.Meta(ge=0)] | None = None  # readings (or parts) behind the evidence
 
 
-EVENT_TYPES: tuple[type[_Event], ...] = (Telemetry, MachineEvent, QualityMetric, EnergyUsage, Alert)
+class TwinSignal(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """The latest of one signal in a :class:`TwinState`.
+
+    ``value`` is the last value measured (at ``value_ts``); ``quality`` and ``ts`` are those of
+    the latest reading, which may be a stale marker without a value.  ``stale`` is true when
+    that reading is ``stale`` or older than the twin's stale limit at ``TwinState.source_ts``:
+    a stale value is shown as stale, never as fresh (readers also compare ``ts`` with their
+    own clock: ``plantstream.streaming.twin_query``).
+    """
+
+    value: float | None
+    value_ts: Millis | None = None
+    unit: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    quality: Quality
+    ts: Millis
+    stale: bool
+
+
+class TwinAlert(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """An alert of the machine that is open (raised, not cleared) in a :class:`TwinState`."""
+
+    alert_id: Annotated[str, msgspec.Meta(max_length=64)]
+    alert_type: AlertType
+    severity: Severity
+    kind: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    signal: Name | None = None
+    message: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    raised_ts: Millis
+
+
+class TwinOee(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """OEE of the machine's current shift so far (live OEE's latest row), or of the shift just closed."""
+
+    shift: Name
+    shift_start_ts: Millis
+    as_of_ts: Millis
+    final: bool
+    availability: float | None
+    performance: float | None
+    quality: float | None
+    oee: float | None
+    performance_above_one: bool = False
+
+
+class TwinState(_Event, frozen=True):
+    """The digital twin of one machine: its latest known state (``factory.twin.state``).
+
+    Keyed by ``machine_id`` on a compacted topic: the latest record of a key is the machine's
+    state.  ``seq`` is the twin's version of the machine (it grows with every update, not by
+    one): a reader keeps, per machine, the record with the highest ``seq`` (after a crash
+    the stream may publish older versions again).  ``source_ts`` is the newest event time the
+    state reflects, ``read_ts`` when the stream computed it.  ``failure_probability`` is the
+    predictive-maintenance score, once a branch publishes one (docs/predictive-maintenance.md).
+    """
+
+    stale: bool = False
+    state: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    state_since_ts: Millis | None = None
+    signals: dict[str, TwinSignal] = {}
+    shift: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    shift_start_ts: Millis | None = None
+    parts_total: Annotated[int, msgspec.Meta(ge=0)] = 0
+    parts_good: Annotated[int, msgspec.Meta(ge=0)] = 0
+    parts_scrap: Annotated[int, msgspec.Meta(ge=0)] = 0
+    last_part_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    last_part_result: PartResult | None = None
+    last_part_ts: Millis | None = None
+    power_kw: float | None = None
+    energy_kwh: float | None = None
+    energy_ts: Millis | None = None
+    oee: TwinOee | None = None
+    open_alerts: list[TwinAlert] = []
+    failure_probability: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    failure_probability_ts: Millis | None = None
+
+
+EVENT_TYPES: tuple[type[_Event], ...] = (Telemetry, MachineEvent, QualityMetric, EnergyUsage, Alert, TwinState)

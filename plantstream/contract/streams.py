@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plantstream.contract.events import _Event
-from plantstream.contract.topics import ENERGY_USAGE, MACHINE_EVENTS, QUALITY_METRICS, TELEMETRY, TopicSpec
+from plantstream.contract.topics import ALERTS, ENERGY_USAGE, MACHINE_EVENTS, QUALITY_METRICS, TELEMETRY, TopicSpec
 
 #: String columns every stream stores with few distinct values (ISA-95 identity, enums).
 _IDENTITY_LOW_CARDINALITY = frozenset({"machine_id", "site", "area", "line", "quality"})
@@ -51,6 +51,12 @@ QUALITY_STREAM = StreamSpec("quality", QUALITY_METRICS, _IDENTITY_LOW_CARDINALIT
 ENERGY_STREAM = StreamSpec("energy", ENERGY_USAGE, _IDENTITY_LOW_CARDINALITY)
 
 STREAMS: tuple[StreamSpec, ...] = (TELEMETRY_STREAM, EVENTS_STREAM, QUALITY_STREAM, ENERGY_STREAM)
+
+#: Derived by the stream's alert branches (docs/alerts.md), not plant data: not in STREAMS
+#: (no source, no bronze table); its hot table is ``alerts`` (streaming/hot_tables.py).
+ALERTS_STREAM = StreamSpec(
+    "alerts", ALERTS, _IDENTITY_LOW_CARDINALITY | {"alert_type", "severity", "action", "kind", "signal"}
+)
 
 
 def stream_named(name: str) -> StreamSpec:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plantstream.contract.events import Alert, EnergyUsage, MachineEvent, QualityMetric, Telemetry, _Event
+from plantstream.contract.events import Alert, EnergyUsage, MachineEvent, QualityMetric, Telemetry, TwinState, _Event
+from plantstream.contract.promotions import FailureScore, ModelPromotion
 from plantstream.settings import Settings
 
 DAY_MS = 86_400_000
@@ -21,11 +22,12 @@ DAY_MS = 86_400_000
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
-    payload: type[_Event] | None
+    payload: type[_Event] | type[ModelPromotion] | type[FailureScore] | None
     description: str
     retention_ms: int = 7 * DAY_MS
     cleanup_policy: str = "delete"
     extra_config: dict[str, str] = field(default_factory=dict)
+    key: str = "machine_id"  # what the message key holds
 
     def config(self) -> dict[str, str]:
         conf = {
@@ -54,6 +56,24 @@ LATE_EVENTS = TopicSpec(
     "telemetry later than the allowed lateness of its window: kept, not lost",
     retention_ms=30 * DAY_MS,
 )
+MODEL_PROMOTIONS = TopicSpec(
+    "factory.models.promotions",
+    ModelPromotion,
+    "the failure model's champion alias moved (promotion or rollback): the stream swaps models",
+    retention_ms=365 * DAY_MS,
+    key="registered model name",
+)
+FAILURE_SCORES = TopicSpec(
+    "factory.models.scores",
+    FailureScore,
+    "the stream's failure probabilities: one per machine and sample time, with the model version that scored it",
+)
+TWIN_STATE = TopicSpec(
+    "factory.twin.state",
+    TwinState,
+    "the digital twin: each machine's latest known state (compacted: the latest record per machine)",
+    cleanup_policy="compact",
+)
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TELEMETRY,
@@ -63,6 +83,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ALERTS,
     DEAD_LETTERS,
     LATE_EVENTS,
+    MODEL_PROMOTIONS,
+    FAILURE_SCORES,
+    TWIN_STATE,
 )
 
 

@@ -63,12 +63,13 @@ STALE, DROPOUT, STUCK, SPIKE, LIMIT, RATE, DRIFT = range(7)
 KINDS: tuple[str, ...] = ("stale", "dropout", "stuck", "spike", "limit", "rate", "drift")
 N_RULES = len(KINDS)
 
-#: Alert type on ``factory.alerts`` for each kind (MachineStale is raised elsewhere from
-#: the gateway's stale markers too; a detector's ``stale`` transitions say the same per series).
+#: Alert type on ``factory.alerts`` for each kind.  ``stale``: the stream's anomaly branch
+#: turns a machine's per-series stale transitions into ONE MachineStale per machine;
+#: ``dropout``/``stuck`` say the sensor is broken (SensorFault), the others that the process is.
 ALERT_TYPES: dict[str, AlertType] = {
     "stale": AlertType.MACHINE_STALE,
-    "dropout": AlertType.ANOMALY_DETECTED,
-    "stuck": AlertType.ANOMALY_DETECTED,
+    "dropout": AlertType.SENSOR_FAULT,
+    "stuck": AlertType.SENSOR_FAULT,
     "spike": AlertType.ANOMALY_DETECTED,
     "limit": AlertType.ANOMALY_DETECTED,
     "rate": AlertType.ANOMALY_DETECTED,
@@ -168,7 +169,9 @@ DEFAULT_LIMITS = LimitTable(
         "pressure": Limits(low=40.0, high=400.0),
         "belt_speed": Limits(low=0.5, high=2.5),
         "tool_wear": Limits(high=250.0, max_rise_per_s=0.5),  # tools end at 200-240 min; falls = new tool
-        "cycle_count": Limits(max_rise_per_s=1.0, max_fall_per_s=0.0),  # a counter: +1 per cycle, never down
+        # A counter: +1 per cycle (30 s), never down.  One count between two readings taken
+        # 0.999 s apart is 1.001/s: the rise limit leaves room for sampling jitter.
+        "cycle_count": Limits(max_rise_per_s=5.0, max_fall_per_s=0.0),
     },
     by_type={
         "press": {"power": Limits(high=25.0), "current": Limits(high=45.0)},

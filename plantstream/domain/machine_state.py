@@ -63,3 +63,13 @@ def transition_events(old_state: str | None, old_reason: str, new_state: str, ne
             events.append(StateEvent(MachineEventType.FAULT_RAISED, "stopped", new_reason.removeprefix("failure:")))
         events.append(StateEvent(MachineEventType.MACHINE_STOPPED, new_state, new_reason or None, initial))
     return events
+
+
+#: The events that put a machine into a state (an interval starts at each).  The others follow
+#: one of these at the same time (``MaintenanceEnded``, ``FaultRaised``) or are no state change
+#: (``CycleCompleted`` carries the state the machine was left in, without its reason).
+STATE_ENTRY_EVENTS: tuple[str, ...] = (
+    MachineEventType.MACHINE_STARTED.value,
+    MachineEventType.MACHINE_STOPPED.value,
+    MachineEventType.MAINTENANCE_STARTED.value,
+)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from plantstream.contract import Codec, ContractError, ErrorKind, MachineEvent, MachineEventType, Telemetry
 from plantstream.contract.events import EVENT_TYPES, SCHEMA_VERSION
+from plantstream.contract.promotions import FailureScore, ModelPromotion
 from plantstream.contract.schemas import export_json_schemas, json_schemas
 from plantstream.contract.topics import CATALOGUE, DEAD_LETTERS, TELEMETRY
 
@@ -145,7 +146,7 @@ def test_catalogue_has_the_four_streams_plus_alerts_and_dead_letters() -> None:
         "factory.alerts",
         DEAD_LETTERS.name,
     } <= names
-    assert {t.payload for t in CATALOGUE if t.payload} <= set(EVENT_TYPES)
+    assert {t.payload for t in CATALOGUE if t.payload} <= {*EVENT_TYPES, ModelPromotion, FailureScore}
     for topic in CATALOGUE:
         assert {"retention.ms", "cleanup.policy"} <= set(topic.config())
 

@@ -422,8 +422,20 @@ class PartitionOee:
         return (max(latest) if at_end else min(latest)) - self.config.allowed_lateness_ms
 
     def finish(self) -> list[OeeOutput]:
-        """End of a drain: streams that delivered nothing hold nothing back."""
-        return self.advance(at_end=True)
+        """End of a drain: streams that delivered nothing hold nothing back.
+
+        Then provisional figures as of the newest event read (nothing is held back for
+        lateness: nothing more comes in this drain), so a stream that stops shows everything
+        it read; a later step's rows, as of a later time, replace them.
+        """
+        out = self.advance(at_end=True)
+        newest = max(self.stream_max.values(), default=None)
+        if newest is None or self.first_event_ms is None or newest <= (self.emitted_ms or 0):
+            return out
+        if self.final_through_ms is None:
+            self.final_through_ms = self.first_event_ms
+        out.extend(self._provisional(newest))
+        return out
 
     def advance(self, *, at_end: bool = False) -> list[OeeOutput]:
         clock = self._clock(at_end)

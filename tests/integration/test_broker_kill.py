@@ -37,7 +37,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[Settings, LocalPlatform]]:
     settings = isolated_settings(
-        tmp_path / "state", simulator={"machines": 20, "simulated_minutes": 20, "produce_timeout_s": 240}
+        tmp_path / "state",
+        # Paced (~146k events in ~10 s) so that the kill lands mid-send on any machine.
+        simulator={"machines": 20, "simulated_minutes": 20, "produce_timeout_s": 240, "produce_rate": 15_000},
     )
     platform = LocalPlatform(settings, services=["seaweedfs", "tansu"], die_with_parent=True)
     platform.up()

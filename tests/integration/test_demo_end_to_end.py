@@ -39,6 +39,15 @@ def test_live_plant_through_the_gateway_lands_every_event_once_with_no_gaps(
     assert all(n > 0 for n in result.events_by_protocol.values()), result.events_by_protocol
     assert sum(result.events_by_protocol.values()) == sum(s.produced for s in result.streams.values())
     assert all(s.dead_letters == 0 for s in result.streams.values()) and result.late_events == 0
+    # What the stream concluded and the lakehouse made of it, read back from where a user looks.
+    insights, gold = result.insights, result.gold
+    assert insights is not None and gold is not None
+    assert insights.twin_machines == 12, insights  # one twin per machine of the plant file
+    assert {row.line for row in insights.oee} == {"line-1", "line-2", "line-3"}, insights.oee
+    assert gold.succeeded and gold.rows["oee"] > 0 and gold.rows["telemetry_hourly"] > 0, gold
+    assert set(gold.line_oee) == {"line-1", "line-2", "line-3"}, gold.line_oee
+    summary = result.summary()
+    assert {"alerts_raised", "oee_live", "twin_machines", "gold"} <= set(summary)
 
     # Every machine of the plant file landed, with the timestamps its protocol gives:
     # OPC UA and MQTT carry the device's time, Modbus has none (the read time is the event time).

@@ -24,6 +24,7 @@ from plantstream.assets.gold.presentation import preview
 from plantstream.assets.gold.tables import read_gold_days
 from plantstream.orchestration.resources import Lake
 from plantstream.orchestration.warm_io import WarmTier, warm_metadata
+from plantstream.quality_checks.gate import refuse_unless_inputs_passed
 
 OWNERS = ["team:data-platform"]
 
@@ -70,6 +71,7 @@ def warm_asset(table: str, schema: pa.Schema) -> dg.AssetsDefinition:
     def _warm(
         context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake], warm: dg.ResourceParam[WarmTier]
     ) -> dg.MaterializeResult:
+        refuse_unless_inputs_passed(context)  # a failed blocking check of the gold days: nothing published
         days = run_days(context)
         rows = read_gold_days(lake, table, min(days), max(days))
         if not rows.num_columns:

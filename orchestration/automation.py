@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from plantstream.assets.silver_days import day_key
+from plantstream.contract.streams import STREAMS
 from plantstream.orchestration.jobs import lakehouse_refresh
 from plantstream.orchestration.schedules import gold_close_schedule, lake_maintenance, lake_maintenance_daily
 from plantstream.orchestration.sensors import bronze_versions_sensor, gold_after_silver_sensor
@@ -22,15 +24,18 @@ if TYPE_CHECKING:  # the type is not exported by dagster
 
 #: Gold and the warm tier's copies of it (which depend on gold directly, so a run orders them).
 GOLD_GROUPS = ("gold", "warm")
+SILVER_DAY_KEYS = [day_key(spec) for spec in STREAMS]
 
 
 def gold_refresh_job(partitions: dg.PartitionsDefinition) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         "gold_refresh",
-        selection=dg.AssetSelection.groups(*GOLD_GROUPS),
+        # The silver days' quality checks run first: blocking, a failed day skips the gold that reads it.
+        selection=dg.AssetSelection.groups(*GOLD_GROUPS) | dg.AssetSelection.checks_for_assets(*SILVER_DAY_KEYS),
         partitions_def=partitions,
-        description="The gold assets, and their warm-tier copies, for the run's days (one run for a range). "
-        "Requested after the silver run that named those days (sensor gold_after_silver).",
+        description="The gold assets, and their warm-tier copies, for the run's days (one run for a range), after "
+        "the quality checks of the silver days. Requested after the silver run that named those days (sensor "
+        "gold_after_silver).",
         tags={"plantstream/kind": "gold"},
     )
 

@@ -13,9 +13,10 @@ from plantstream.assets import cold, gold, predictive_maintenance, silver, strea
 from plantstream.orchestration import automation, retraining
 from plantstream.orchestration.jobs import defs as jobs_defs
 from plantstream.orchestration.resources import build_resources
+from plantstream.quality_checks import checks as quality
 from plantstream.settings import load_settings
 
-DOMAINS = (stream_outputs.defs, silver.defs, gold.defs, warm.defs, jobs_defs, cold.defs, automation.defs)
+DOMAINS = (stream_outputs.defs, silver.defs, gold.defs, warm.defs, jobs_defs, cold.defs, automation.defs, quality.defs)
 DOMAINS += (predictive_maintenance.defs, retraining.defs)
 
 

@@ -77,9 +77,13 @@ def build_lake(
     sample_period_s: float,
     start: dt.date = MONDAY,
     gold: bool = True,
+    silver: bool = True,
     instance: dg.DagsterInstance | None = None,
 ) -> Lake:
-    """``days`` of ``machines`` machines from ``start``, in bronze, silver and (``gold``) gold.
+    """``days`` of ``machines`` machines from ``start``, in bronze, (``silver``) silver and (``gold``) gold.
+
+    ``silver=False`` leaves the history in bronze only, so a test can change bronze first
+    (silver merges insert-if-absent: a row already in silver is not replaced).
 
     ``instance``: the Dagster instance to run on (default: an ephemeral one; a test that
     asks the code location out of process needs a persistent one).
@@ -97,7 +101,8 @@ def build_lake(
         ground_truth,
         [start + dt.timedelta(days=d) for d in range(days)],
     )
-    lake.materialize(SILVER)
+    if silver:
+        lake.materialize(SILVER)
     if gold:
         lake.materialize(GOLD, days=lake.days)
     return lake

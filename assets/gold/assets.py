@@ -32,6 +32,7 @@ from plantstream.assets.gold.states import (
 from plantstream.assets.gold.tables import read_gold_days, write_gold_day
 from plantstream.assets.silver_days import SILVER_DAYS
 from plantstream.orchestration.resources import Lake
+from plantstream.quality_checks.gate import refuse_unless_inputs_passed
 from plantstream.settings import Settings
 
 OWNERS = ["team:data-platform"]
@@ -111,6 +112,7 @@ OEE_SPEC = _gold_spec(
 def gold_oee(
     context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake], settings: dg.ResourceParam[Settings]
 ) -> Iterator[dg.MaterializeResult]:
+    refuse_unless_inputs_passed(context)  # a failed blocking check of the silver days read: nothing written
     plant = plant_of(settings)
     machines = machines_of(plant)
     days = run_days(context)
@@ -168,6 +170,7 @@ RELIABILITY_SPEC = _gold_spec(
 def gold_downtime(
     context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake], settings: dg.ResourceParam[Settings]
 ) -> Iterator[dg.MaterializeResult]:
+    refuse_unless_inputs_passed(context)  # a failed blocking check of the silver days read: nothing written
     plant = plant_of(settings)
     machines = machines_of(plant)
     days = run_days(context)
@@ -218,6 +221,7 @@ PARETO_SPEC = _gold_spec(
 def gold_quality_pareto(
     context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake]
 ) -> Iterator[dg.MaterializeResult]:
+    refuse_unless_inputs_passed(context)  # a failed blocking check of the silver days read: nothing written
     days = run_days(context)
     written, rows = 0, PARETO_SCHEMA.empty_table()
     for day in days:
@@ -252,6 +256,7 @@ ENERGY_SPEC = _gold_spec(
 def gold_energy_per_part(
     context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake], settings: dg.ResourceParam[Settings]
 ) -> Iterator[dg.MaterializeResult]:
+    refuse_unless_inputs_passed(context)  # a failed blocking check of the silver days read: nothing written
     plant = plant_of(settings)
     machines = machines_of(plant)
     days = run_days(context)
@@ -298,6 +303,7 @@ DAILY_SPEC = _gold_spec(
 def gold_telemetry_rollups(
     context: dg.AssetExecutionContext, lake: dg.ResourceParam[Lake]
 ) -> Iterator[dg.MaterializeResult]:
+    refuse_unless_inputs_passed(context)  # a failed blocking check of the silver days read: nothing written
     days = run_days(context)
     hourly_written = daily_written = readings = 0
     daily = ROLLUP_SCHEMA.empty_table()

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "cold": "plantstream.benchmarks.cold_tier:run",
     "latency": "plantstream.benchmarks.latency:run",
     "broker": "plantstream.benchmarks.broker_loss:run",
+    "quality": "plantstream.benchmarks.quality:run",
 }
 
 

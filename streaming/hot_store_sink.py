@@ -181,10 +181,12 @@ class _HotStoreWriter(Generic[T]):
     def _write_loop(self) -> None:
         # Connecting takes a few round-trips (~20 ms): do it here, overlapping the
         # flow's start, instead of on the dataflow's thread while Bytewax builds parts.
+        # The hot store may be away (a writer attached during an outage): then the first
+        # insert connects, inside its retry budget, like any insert that meets an outage.
         try:
             self._client = hotstore_client(self._settings)
-        except BaseException as exc:
-            self._fail(exc)
+        except Exception as exc:
+            log.warning("hot-store writer for %s: not connected yet (%s); the first insert retries", self._table, exc)
         while True:
             try:
                 item = self._queue.get(timeout=self._max_delay_s / 2)
@@ -239,11 +241,16 @@ class _HotStoreWriter(Generic[T]):
         try:
             retry_within_budget(
                 f"insert into hot-store table {self._table}",
-                lambda: self._client.insert_arrow(self._table, rows, settings=settings),
+                lambda: self._connected().insert_arrow(self._table, rows, settings=settings),
                 budget_s=self._settings.stream.sink_retry_seconds,
             )
         except SinkUnavailableError as exc:
             stop_process(f"the hot store is unavailable: {exc}", EXIT_SINK_UNAVAILABLE)
+
+    def _connected(self):  # -> clickhouse_connect Client
+        if self._client is None:
+            self._client = hotstore_client(self._settings)
+        return self._client
 
     def flush(self) -> None:
         """Insert what is pending (of every partition), wait until every insert is written;

@@ -40,32 +40,36 @@ class CrashRun:
 
 
 class PacedProducer(threading.Thread):
-    """Produces the events in chunks at about ``rate`` events/s (so the flow is killed while events flow)."""
+    """Produces ``(topic, key, value)`` records at about ``rate`` per second, so that a kill
+    or an outage lands while they flow.  :meth:`telemetry` wraps ``(key, value)`` payloads."""
 
-    def __init__(self, settings: Settings, payloads: list[tuple[bytes, bytes]], rate: float) -> None:
+    def __init__(self, settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
         super().__init__(daemon=True)
-        self.settings, self.payloads, self.rate = settings, payloads, rate
+        self.settings, self.records, self.rate = settings, records, rate
         self.error: BaseException | None = None
         self.done = threading.Event()
+
+    @classmethod
+    def telemetry(cls, settings: Settings, payloads: list[tuple[bytes, bytes]], rate: float) -> PacedProducer:
+        topic = topic_name(settings, TELEMETRY)
+        return cls(settings, [(topic, key, value) for key, value in payloads], rate)
 
     def run(self) -> None:
         try:
             p = producer(self.settings)
-            topic = topic_name(self.settings, TELEMETRY)
-            chunk = 5_000
             start = time.monotonic()
-            for i in range(0, len(self.payloads), chunk):
-                for key, value in self.payloads[i : i + chunk]:
-                    while True:
-                        try:
-                            p.produce(topic, value=value, key=key)
-                            break
-                        except BufferError:
-                            p.poll(0.05)
-                p.poll(0)
-                ahead = (i + chunk) / self.rate - (time.monotonic() - start)
-                if ahead > 0:
-                    self.done.wait(ahead)  # pacing the producer, not waiting for a result
+            for i, (topic, key, value) in enumerate(self.records):
+                while True:
+                    try:
+                        p.produce(topic, value=value, key=key)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                if i % 2_000 == 0:
+                    p.poll(0)
+                    ahead = i / self.rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        self.done.wait(ahead)  # pacing the producer, not waiting for a result
             assert p.flush(120) == 0, "producer did not deliver everything"
         except BaseException as exc:
             self.error = exc
@@ -122,7 +126,7 @@ def crash_and_recover(
         except Exception:
             return 0
 
-    feeder = PacedProducer(settings, payloads, produce_rate)
+    feeder = PacedProducer.telemetry(settings, payloads, produce_rate)
     feeder.start()
     deadline = time.monotonic() + timeout_s
     done_kills = 0

@@ -21,18 +21,16 @@ uncrashed replay of the same events through the branches' cores concludes
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
 
 import msgspec
 import pytest
 import yaml
-from crash_harness import _stacks
+from crash_harness import PacedProducer, _stacks
 from telemetry_flow_io import hot_arrow, hot_scalar, read_topic
 from waiting import wait_for
 
-from plantstream.connect.kafka import producer
 from plantstream.contract import Codec
 from plantstream.contract.events import Alert
 from plantstream.contract.streams import stream_named
@@ -65,38 +63,6 @@ def faulty_plant(machines: list[str]) -> list[ScheduledFault]:
         ScheduledFault(at_s=1400, machine=conveyor, kind="dropout", duration_s=45, signal="belt_speed"),
         ScheduledFault(at_s=1500, machine=mill, kind="stuck", duration_s=120, signal="torque"),
     ]
-
-
-class PacedProducer(threading.Thread):
-    """Produces ``(topic, key, value)`` records at about ``rate`` per second (kills land while they flow)."""
-
-    def __init__(self, settings, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.records, self.rate = settings, records, rate
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            p = producer(self.settings)
-            start = time.monotonic()
-            for i, (topic, key, value) in enumerate(self.records):
-                while True:
-                    try:
-                        p.produce(topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        p.poll(0.05)
-                if i % 2_000 == 0:
-                    p.poll(0)
-                    ahead = i / self.rate - (time.monotonic() - start)
-                    if ahead > 0:
-                        self.done.wait(ahead)  # pacing the producer, not waiting for a result
-            assert p.flush(120) == 0, "producer did not deliver everything"
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
 
 
 def _describe(a: Alert) -> tuple:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import threading
 import time
 
 import msgspec
 import pytest
 import yaml
-from crash_harness import _stacks
+from crash_harness import PacedProducer, _stacks
 from oee_recompute import RawEvents, simulated_plant
 from telemetry_flow_io import hot_arrow, hot_scalar, read_topic
 from waiting import wait_for
 
-from plantstream.connect.kafka import producer
 from plantstream.contract import Codec
 from plantstream.contract.events import TwinState
 from plantstream.contract.streams import stream_named
@@ -52,38 +50,6 @@ def plant_doc(start_ms: int, machines: int) -> dict:
         "shifts": [{"name": f"h{h:02d}", "start": f"{h:02d}:00", "end": f"{(h + 1) % 24:02d}:00"} for h in range(24)],
         "planned_downtime": [{"name": "cleaning", "start": cleaning, "duration_min": 15}],
     }
-
-
-class PacedPlantProducer(threading.Thread):
-    """Produces ``(topic, key, value)`` records at about ``rate`` per second (kills land while they flow)."""
-
-    def __init__(self, settings, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.records, self.rate = settings, records, rate
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            p = producer(self.settings)
-            start = time.monotonic()
-            for i, (topic, key, value) in enumerate(self.records):
-                while True:
-                    try:
-                        p.produce(topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        p.poll(0.05)
-                if i % 2_000 == 0:
-                    p.poll(0)
-                    ahead = i / self.rate - (time.monotonic() - start)
-                    if ahead > 0:
-                        self.done.wait(ahead)  # pacing the producer, not waiting for a result
-            assert p.flush(120) == 0, "producer did not deliver everything"
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
 
 
 def _raw(settings) -> RawEvents:
@@ -136,7 +102,7 @@ def test_kill_9_twice_while_the_plant_streams_then_resume_gives_exact_oee_and_tw
             return 0
 
     rng = random.Random(19)
-    feeder = PacedPlantProducer(settings, records, rate=25_000)
+    feeder = PacedProducer(settings, records, rate=25_000)
     feeder.start()
     deadline = time.monotonic() + 150
     for run in range(2):

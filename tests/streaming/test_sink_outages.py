@@ -94,7 +94,7 @@ def _outage_while_events_flow(
     events = telemetry_series(machines=EVENTS_MACHINES, seconds=EVENTS_SECONDS)
     prepare_flow(settings)
     payloads = [(message_key(e.machine_id), CODEC.encode(e)) for e in events]
-    producer = PacedProducer(settings, payloads, rate=PRODUCE_RATE)
+    producer = PacedProducer.telemetry(settings, payloads, rate=PRODUCE_RATE)
     flow = _stream(settings, log)
     producer.start()
     wait_for(lambda: _hot_rows(settings) > 0 or flow.poll() is not None, 120, "the flow's first rows")

@@ -17,6 +17,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,50 @@ def _stacks(members: list, log_path: Path) -> str:
     return log_path.read_text(errors="replace")[size:][-12000:] if log_path.exists() else ""
 
 
+def hot_rows(settings: Settings, table: str) -> int:
+    """Rows of a hot table, not deduplicated (0 while the table or the hot store is not there yet)."""
+    try:
+        return int(hot_scalar(settings, f"SELECT count() FROM {settings.hotstore.database}.{table}"))
+    except Exception:
+        return 0
+
+
+def kill_when(
+    settings: Settings,
+    progress: Callable[[], int],
+    targets: Sequence[Callable[[], int]],
+    *,
+    processes: Sequence[int],
+    log_path: Path,
+    deadline: float,
+) -> list[int]:
+    """One run per target: start the cluster (``processes[i]`` processes, cycled), wait until
+    ``progress()`` reaches the run's target (computed once the run started), kill -9 every
+    process.  Returns ``progress()`` after each kill.  A member that dies on its own fails."""
+    kills: list[int] = []
+    for run, target_of in enumerate(targets):
+        members = start_cluster(
+            settings, processes=processes[run % len(processes)], stop_at_end=False, log_path=log_path
+        )
+        target = target_of()
+        try:
+            try:
+                wait_for(
+                    lambda t=target, ms=members: progress() >= t or any(m.poll() is not None for m in ms),
+                    max(10.0, deadline - time.monotonic()),
+                    f"progress of run {run}",
+                )
+            except AssertionError as stuck:
+                raise AssertionError(f"{stuck}; members' stacks:\n{_stacks(members, log_path)}") from None
+            if any(m.poll() is not None for m in members):
+                tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+                raise AssertionError(f"a member died on its own; end of {log_path}:\n{tail}")
+        finally:
+            stop_cluster(members)  # SIGKILL to every process group
+        kills.append(progress())
+    return kills
+
+
 def crash_and_recover(
     settings: Settings,
     tmp_path: Path,
@@ -117,39 +162,19 @@ def crash_and_recover(
     del events
     n = len(payloads)
     rng = random.Random(seed)
-    db = settings.hotstore.database
     log_path = tmp_path / "flow.log"
 
     def raw_rows() -> int:
-        try:
-            return int(hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw"))
-        except Exception:
-            return 0
+        return hot_rows(settings, "telemetry_raw")
 
     feeder = PacedProducer.telemetry(settings, payloads, produce_rate)
     feeder.start()
     deadline = time.monotonic() + timeout_s
-    done_kills = 0
-    for run in range(kills):
-        processes = process_counts[run % len(process_counts)]
-        members = start_cluster(settings, processes=processes, stop_at_end=False, log_path=log_path)
-        # A random moment: after the hot store grew by a random share of the events.
-        target = raw_rows() + rng.randint(n // (4 * kills), n // (2 * kills))
-        try:
-            try:
-                wait_for(
-                    lambda t=target, ms=members: raw_rows() >= t or any(m.poll() is not None for m in ms),
-                    max(10.0, deadline - time.monotonic()),
-                    f"progress of run {run}",
-                )
-            except AssertionError as stuck:
-                raise AssertionError(f"{stuck}; members' stacks:\n{_stacks(members, log_path)}") from None
-            if any(m.poll() is not None for m in members):
-                tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
-                raise AssertionError(f"a member died on its own; end of {log_path}:\n{tail}")
-        finally:
-            stop_cluster(members)  # SIGKILL to every process group
-        done_kills += 1
+    # A random moment: after the hot store grew by a random share of the events.
+    targets = [lambda: raw_rows() + rng.randint(n // (4 * kills), n // (2 * kills)) for _ in range(kills)]
+    done_kills = len(
+        kill_when(settings, raw_rows, targets, processes=process_counts, log_path=log_path, deadline=deadline)
+    )
     feeder.join(max(1.0, deadline - time.monotonic()))
     assert feeder.done.is_set() and feeder.error is None, feeder.error
     final_processes = process_counts[kills % len(process_counts)]

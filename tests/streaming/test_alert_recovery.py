@@ -27,9 +27,8 @@ from collections import Counter
 import msgspec
 import pytest
 import yaml
-from crash_harness import PacedProducer, _stacks
-from telemetry_flow_io import hot_arrow, hot_scalar, read_topic
-from waiting import wait_for
+from crash_harness import PacedProducer, hot_rows, kill_when
+from telemetry_flow_io import hot_arrow, read_topic
 
 from plantstream.contract import Codec
 from plantstream.contract.events import Alert
@@ -41,7 +40,7 @@ from plantstream.simulator.plant_config import FaultConfig, ScheduledFault, plan
 from plantstream.streaming.alert_branch import AnomalyConfig
 from plantstream.streaming.alert_replay import AlertReplay, Decoder, chunked
 from plantstream.streaming.quality_branch import QualityConfig
-from plantstream.streaming.runner import prepare_flow, run_cluster, start_cluster, stop_cluster
+from plantstream.streaming.runner import prepare_flow, run_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -116,33 +115,17 @@ def test_kill_9_during_faults_then_resume_gives_each_alert_exactly_once(stream_s
     log_path = tmp_path / "flow.log"
 
     def alert_rows() -> int:
-        try:
-            return int(hot_scalar(settings, f"SELECT count() FROM {db}.alerts"))
-        except Exception:
-            return 0
+        return hot_rows(settings, "alerts")
 
     rng = random.Random(23)
     feeder = PacedProducer(settings, records, rate=8_000)
     feeder.start()
     deadline = time.monotonic() + 240
     n = len(expected)
-    kills_at: list[int] = []
-    for run, share in enumerate(((0.15, 0.35), (0.5, 0.7))):
-        members = start_cluster(settings, processes=1, stop_at_end=False, log_path=log_path)
-        target = max(alert_rows() + 1, round(n * rng.uniform(*share)))
-        try:
-            try:
-                wait_for(
-                    lambda t=target, ms=members: alert_rows() >= t or any(m.poll() is not None for m in ms),
-                    max(10.0, deadline - time.monotonic()),
-                    f"alerts of run {run}",
-                )
-            except AssertionError as stuck:
-                raise AssertionError(f"{stuck}; members' stacks:\n{_stacks(members, log_path)}") from None
-            assert all(m.poll() is None for m in members), log_path.read_text(errors="replace")[-4000:]
-        finally:
-            stop_cluster(members)  # SIGKILL
-        kills_at.append(alert_rows())
+    targets = [
+        lambda s=share: max(alert_rows() + 1, round(n * rng.uniform(*s))) for share in ((0.15, 0.35), (0.5, 0.7))
+    ]
+    kills_at = kill_when(settings, alert_rows, targets, processes=[1], log_path=log_path, deadline=deadline)
     assert 0 < kills_at[0] < n, f"the first kill lands while alerts are still to come: {kills_at} of {n}"
     feeder.join(max(1.0, deadline - time.monotonic()))
     assert feeder.done.is_set() and feeder.error is None, feeder.error

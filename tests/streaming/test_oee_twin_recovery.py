@@ -18,17 +18,16 @@ import time
 import msgspec
 import pytest
 import yaml
-from crash_harness import PacedProducer, _stacks
+from crash_harness import PacedProducer, hot_rows, kill_when
 from oee_recompute import RawEvents, simulated_plant
-from telemetry_flow_io import hot_arrow, hot_scalar, read_topic
-from waiting import wait_for
+from telemetry_flow_io import hot_arrow, read_topic
 
 from plantstream.contract import Codec
 from plantstream.contract.events import TwinState
 from plantstream.contract.streams import stream_named
 from plantstream.contract.topics import TWIN_STATE, message_key, topic_name
 from plantstream.domain.shifts import ShiftCalendar
-from plantstream.streaming.runner import prepare_flow, run_cluster, start_cluster, stop_cluster
+from plantstream.streaming.runner import prepare_flow, run_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -96,30 +95,14 @@ def test_kill_9_twice_while_the_plant_streams_then_resume_gives_exact_oee_and_tw
     log_path = tmp_path / "flow.log"
 
     def grown() -> int:
-        try:
-            return int(hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw"))
-        except Exception:
-            return 0
+        return hot_rows(settings, "telemetry_raw")
 
     rng = random.Random(19)
     feeder = PacedProducer(settings, records, rate=25_000)
     feeder.start()
     deadline = time.monotonic() + 150
-    for run in range(2):
-        members = start_cluster(settings, processes=2, stop_at_end=False, log_path=log_path)
-        target = grown() + rng.randint(telemetry // 8, telemetry // 4)
-        try:
-            try:
-                wait_for(
-                    lambda t=target, ms=members: grown() >= t or any(m.poll() is not None for m in ms),
-                    max(10.0, deadline - time.monotonic()),
-                    f"progress of run {run}",
-                )
-            except AssertionError as stuck:
-                raise AssertionError(f"{stuck}; members' stacks:\n{_stacks(members, log_path)}") from None
-            assert all(m.poll() is None for m in members), log_path.read_text(errors="replace")[-4000:]
-        finally:
-            stop_cluster(members)  # SIGKILL
+    targets = [lambda: grown() + rng.randint(telemetry // 8, telemetry // 4) for _ in range(2)]
+    kill_when(settings, grown, targets, processes=[2], log_path=log_path, deadline=deadline)
     feeder.join(max(1.0, deadline - time.monotonic()))
     assert feeder.done.is_set() and feeder.error is None, feeder.error
     run_cluster(

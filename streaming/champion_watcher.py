@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from plantstream.models.serving import ServingModel, champion_version, load_version
 from plantstream.settings import Settings
+from plantstream.streaming import metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class ChampionWatcher:
         with self._lock:
             self._model = model
         self.swaps.append((time.time(), version))
+        metrics.set_model_version(self._settings.models.registered_model, version, loaded)
         log.warning(
             "failure model swapped",
             extra={"event": "champion_swap", "model": self._settings.models.registered_model, "version": version,

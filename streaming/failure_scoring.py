@@ -65,6 +65,7 @@ from plantstream.models.features import MINUTE_MS, OnlineFeatures, history_kinds
 from plantstream.models.labels import PRODUCING
 from plantstream.models.serving import ServingModel
 from plantstream.settings import Settings
+from plantstream.streaming import metrics
 from plantstream.streaming.derived_sinks import KeyedRecordSink
 from plantstream.streaming.stream_decode import DecodedBatch
 from plantstream.streaming.windowing import ClosedWindows
@@ -318,11 +319,16 @@ class PartitionScoring:
 class FailureScoringLogic(StatefulBatchLogic[Any, ScoredBatch, PartitionScoring]):
     """Bytewax glue: one :class:`PartitionScoring` per Kafka partition; the model from the watcher."""
 
-    def __init__(self, settings: Settings, config: ScoringConfig, resume: PartitionScoring | None) -> None:
+    def __init__(
+        self, settings: Settings, config: ScoringConfig, resume: PartitionScoring | None, *, flow: str = "plant"
+    ) -> None:
         from plantstream.streaming.champion_watcher import champion_watcher
 
         self.state = resume if resume is not None else PartitionScoring(config)
         self.watcher = champion_watcher(settings)
+        model = settings.models.registered_model
+        self._scores = metrics.SCORES.labels(flow, model)
+        self._unscored = metrics.UNSCORED.labels(flow, model)
 
     def on_batch(self, values: list[Any]) -> tuple[list[ScoredBatch], bool]:
         due = self.state.process([v.events if isinstance(v, DecodedBatch) else v for v in values])
@@ -331,6 +337,10 @@ class FailureScoringLogic(StatefulBatchLogic[Any, ScoredBatch, PartitionScoring]
         # The model is read once per batch: a swap falls between two batches.
         model = self.watcher.current(wait_s=60.0)
         scored = self.state.score(model, due, int(time.time() * 1000))
+        if model is None:
+            self._unscored.inc(len(due))
+        else:
+            self._scores.inc(len(scored.scores))
         return ([scored] if scored.scores or scored.alerts else []), False
 
     def snapshot(self) -> PartitionScoring:
@@ -383,7 +393,9 @@ def add_failure_scoring(
     ensure_topics(settings, (FAILURE_SCORES,))
     config = ScoringConfig.from_settings(settings)
     source = windows if events is None else op.merge("failure_scoring_in", windows, events.decoded)
-    scored = op.stateful_batch("failure_scoring", source, lambda resume: FailureScoringLogic(settings, config, resume))
+    scored = op.stateful_batch(
+        "failure_scoring", source, lambda resume: FailureScoringLogic(settings, config, resume, flow=flow)
+    )
     partitions = telemetry.partitions
     op.output(
         "failure_scores_out",

@@ -11,6 +11,7 @@ process K (docs/observability.md has the whole scheme).
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from plantstream.observability.server import MetricsServer, serve_component
 from plantstream.settings import Settings
+from plantstream.streaming.plant_gauges import PLANT_GAUGES
 
 EVENTS_IN = Counter("plantstream_stream_events_in_total", "Messages read, per input topic.", ["flow", "topic"])
 EVENTS_VALID = Counter(
@@ -63,6 +65,22 @@ OPEN_WINDOWS = Gauge("plantstream_stream_open_windows", "Event-time windows held
 TRACKED_MACHINES = Gauge(
     "plantstream_stream_tracked_machines", "Machines with per-key state (expire when idle).", ["flow"]
 )
+
+#: Failure scoring (streaming/failure_scoring.py): which registered version scores, and how much.
+MODEL_VERSION_INFO = Gauge(
+    "plantstream_inference_model_version_info",
+    "1 for the failure model version this process scores with (no series: no model loaded).",
+    ["model", "version"],
+)
+SCORES = Counter(
+    "plantstream_inference_scores_total", "Failure probabilities published by the stream, per model.", ["flow", "model"]
+)
+UNSCORED = Counter(
+    "plantstream_inference_unscored_total",
+    "Samples due for scoring while no model was loaded (registry away or no champion).",
+    ["flow", "model"],
+)
+REGISTRY.register(PLANT_GAUGES)  # OEE per line, machines per state, open alerts (streaming/plant_gauges.py)
 
 LATENCY_SAMPLES_PER_WRITE = 64
 
@@ -161,6 +179,15 @@ def observe_written(flow: str, sink: str, rows: pa.Table, seconds: float) -> Non
     event = _event_ms(rows)
     if event is not None:
         observe_source_latency(flow, event, sink=sink)
+
+
+def set_model_version(model: str, version: str | None, previous: str | None) -> None:
+    """The champion watcher swapped versions: the info series moves from ``previous`` to ``version``."""
+    if previous is not None:
+        with contextlib.suppress(KeyError):  # never set: the process started with no model
+            MODEL_VERSION_INFO.remove(model, previous)
+    if version is not None:
+        MODEL_VERSION_INFO.labels(model, version).set(1)
 
 
 def serve_metrics(settings: Settings, index: int = 0) -> MetricsServer:

@@ -44,6 +44,7 @@ from plantstream.streaming.oee_live import (
     PartitionOee,
     oee_row,
 )
+from plantstream.streaming.plant_gauges import PLANT_GAUGES
 from plantstream.streaming.worker_routing import partition_key
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def add_live_oee(inputs: Mapping[str, Any], settings: Settings, *, flow: str = "
     machine_rows = split.trues
     by_line = op.map("oee_by_line", split.falses, lambda kv: (kv[1].line_key, kv[1]))
     line_rows = op.stateful_batch("oee_lines", by_line, lambda resume: LineOeeLogic(config, resume))
+    line_rows = op.inspect("oee_gauges", line_rows, lambda _step, kv: PLANT_GAUGES.add_line_row(kv[1]))
     sink_keys = [partition_key(p) for p in partitions]
 
     def to_sink_key(kv: tuple[str, LineOeeRow]) -> tuple[str, LineOeeRow]:

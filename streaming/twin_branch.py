@@ -42,6 +42,7 @@ from plantstream.simulator.plant_config import load_plant
 from plantstream.streaming.derived_sinks import DerivedTableSink, KeyedRecordSink
 from plantstream.streaming.hot_tables import TWIN_STATE_TABLE
 from plantstream.streaming.kafka_source import topic_partitions
+from plantstream.streaming.plant_gauges import PLANT_GAUGES
 from plantstream.streaming.twin import PartitionTwin, TwinConfig, TwinStates, twin_rows
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def add_twin(
         streams.append(oee_rows)
     config = TwinConfig.from_settings(settings, load_plant(settings.plant_file or None))
     states = op.stateful_batch("twin", op.merge("twin_in", *streams), lambda resume: TwinLogic(config, resume))
+    states = op.inspect("twin_gauges", states, lambda _step, kv: PLANT_GAUGES.add_twins(kv[1]))
     op.output(
         "twin_topic_out",
         states,

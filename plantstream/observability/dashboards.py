@@ -4,12 +4,11 @@
 :func:`dashboards` (a test fails when they differ, so the JSON in the wheel is always
 what this module builds).  Three dashboards, one concern each:
 
-* **Plant overview** - OEE by line, machine states, open plant alerts and the firing
-  operational alerts (OEE, machine-state and plant-alert metrics come from later
-  branches: their names are fixed in docs/observability.md and listed as pending in
-  :data:`PENDING_METRICS`);
-* **Pipeline health** - consumer lag, throughput, latency, dead letters, sinks, the hot
-  store, the platform's services and disks, Dagster freshness;
+* **Plant overview** - OEE by line (the current shift so far), machine states, open plant
+  alerts (the stream's ``streaming/plant_gauges.py``) and the firing operational alerts;
+* **Pipeline health** - consumer lag, throughput, latency, dead letters, sinks, the failure
+  model in use and its scores, the hot store, the platform's services and disks, Dagster
+  freshness;
 * **Edge** - buffers against their bounds, events in and out, reconnects, staleness.
 
 Every query filters on the ``site`` variable (the label the scrape config adds) and
@@ -36,18 +35,9 @@ SITE = 'site=~"$site"'
 DAGSTER_LAST = "plantstream_dagster_asset_last_materialization_timestamp_seconds"
 RATE = "$__rate_interval"
 
-#: Metrics the dashboards use that no component serves yet: they belong to branches in
-#: progress (OEE, machine states, plant alerts).  The live test prints them.
-PENDING_METRICS = frozenset(
-    {
-        "plantstream_oee_ratio",
-        "plantstream_oee_availability_ratio",
-        "plantstream_oee_performance_ratio",
-        "plantstream_oee_quality_ratio",
-        "plantstream_machines",
-        "plantstream_plant_alerts_open",
-    }
-)
+#: Metrics the dashboards use that no component serves yet (a branch in progress names its
+#: metrics here first; the live test prints them).  Empty: every panel reads served metrics.
+PENDING_METRICS: frozenset[str] = frozenset()
 #: Series Prometheus makes itself (not scraped from a component).
 PROMETHEUS_SERIES = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"})
 
@@ -134,8 +124,9 @@ def _agg(fn: str, metric: str, sel: str, by: str = "") -> str:
 
 
 def plant_overview() -> dict:
+    shift = f'{SITE}, kind="shift"'
     oee = [
-        (_agg("avg", f"plantstream_oee_{factor}_ratio", SITE, "line"), f"{{{{line}}}} {factor}")
+        (_agg("avg", f"plantstream_oee_{factor}_ratio", shift, "line"), f"{{{{line}}}} {factor}")
         for factor in ("availability", "performance", "quality")
     ]
     return _dashboard(
@@ -144,7 +135,8 @@ def plant_overview() -> dict:
         "OEE by line, machine states and alerts: what a shift lead looks at first.",
         [
             [
-                _panel("stat", "OEE by line", [(_agg("avg", "plantstream_oee_ratio", SITE, "line"), "{{line}}")],
+                _panel("stat", "OEE by line (shift so far)",
+                       [(_agg("avg", "plantstream_oee_ratio", shift, "line"), "{{line}}")],
                        unit="percentunit"),
                 _panel("bargauge", "OEE factors by line", oee, unit="percentunit"),
             ],
@@ -206,6 +198,13 @@ def pipeline_health() -> dict:
                 _panel("timeseries", "Sink writes (p99 duration, median rows)",
                        [(_quantile(0.99, "plantstream_stream_sink_write_duration_seconds", sel, "sink"), "{{sink}} s"),
                         (_quantile(0.5, "plantstream_stream_sink_batch_rows", sel, "sink"), "{{sink}} rows")]),
+                _panel("stat", "Failure model in use",
+                       [(_agg("max", "plantstream_inference_model_version_info", SITE, "model, version"),
+                         "{{model}} v{{version}}")]),
+                _panel("timeseries", "Failure scores published, samples left unscored",
+                       [(_rate("plantstream_inference_scores_total", sel, "model"), "{{model}} scores"),
+                        (_rate("plantstream_inference_unscored_total", sel, "model"), "{{model}} unscored")],
+                       unit="ops"),
                 _panel("timeseries", "Window state",
                        [(_agg("sum", "plantstream_stream_open_windows", sel, "flow"), "{{flow}} open windows"),
                         (_agg("sum", "plantstream_stream_tracked_machines", sel, "flow"), "{{flow}} machines"),

@@ -16,12 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_for
 
 from plantstream.connect.kafka import consumer, producer
@@ -35,6 +37,8 @@ from plantstream.models.lifecycle import train_register_gate
 from plantstream.models.registry import read_announcements, rollback
 from plantstream.models.sim_dataset import simulate_dataset
 from plantstream.models.training import TrainingConfig
+from plantstream.observability.ports import PORT_SPAN, metrics_port
+from plantstream.services.isolated import pick_free_port_block
 from plantstream.settings import Settings, child_env
 from plantstream.streaming.runner import prepare_flow
 
@@ -152,8 +156,22 @@ def swap_settings(mlflow_settings: Settings, stream_settings: Callable[..., Sett
                 update={"registered_model": name, "experiment": name, "gate_margin": 0.0, "champion_poll_seconds": 60}
             ),
             "alerts": base.alerts.model_copy(update={"machine_state_wait_seconds": 30.0}),
+            "metrics": base.metrics.model_copy(update={"enabled": True, "base_port": pick_free_port_block(PORT_SPAN)}),
         }
     )
+
+
+def _inference_metrics(settings: Settings) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The stream process's inference samples from its /metrics."""
+    url = f"http://127.0.0.1:{metrics_port(settings, 'stream', 0)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("plantstream_inference_") and not s.name.endswith("_created")
+    }
 
 
 def test_the_running_stream_swaps_to_a_promoted_model_and_back_within_30_s(swap_settings: Settings) -> None:
@@ -185,6 +203,15 @@ def test_the_running_stream_swaps_to_a_promoted_model_and_back_within_30_s(swap_
         assert first_back.read_ts - back.ts <= SWAP_WITHIN_S * 1000
         print(f"swap to v{v2}: {first_v2.read_ts - promoted_ms} ms, back to v{v1}: {first_back.read_ts - back.ts} ms")
         wait_for(lambda: len([s for s in reader.poll() if s.read_ts > first_back.read_ts]) >= 10, 60, "more scores")
+        # /metrics says which version scores now (only that one) and counts what it published.
+        model = settings.models.registered_model
+        read = len(reader.poll())  # before the scrape: the counter counts at least what was read
+        served = _inference_metrics(settings)
+        versions = [dict(k)["version"] for (name, k), v in served.items()
+                    if name == "plantstream_inference_model_version_info" and v == 1]  # fmt: skip
+        assert versions == [v1], served
+        published = served[("plantstream_inference_scores_total", (("flow", "plant"), ("model", model)))]
+        assert published >= read > 20
     finally:
         plant.stop()
         stream.send_signal(signal.SIGINT)

@@ -136,7 +136,8 @@ def live(platform_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
             "kafka": s.kafka.model_copy(update={"topic_prefix": f"{base}."}),
             "hotstore": s.hotstore.model_copy(update={"port": pick_free_port(), "database": base}),
             "lake": s.lake.model_copy(update={"prefix": f"test/{base}"}),
-            "stream": s.stream.model_copy(update={"snapshot_interval_seconds": 1.0}),
+            # OEE steps of 10 s: the line gauges have figures within the test's time.
+            "stream": s.stream.model_copy(update={"snapshot_interval_seconds": 1.0, "oee_step_seconds": 10}),
             "metrics": s.metrics.model_copy(
                 update={"enabled": True, "base_port": pick_free_port_block(PORT_SPAN), "scrape_interval_seconds": 1.0}
             ),
@@ -252,6 +253,34 @@ def test_every_dashboard_query_is_served_and_evaluates(live: Live) -> None:
     without_samples = sorted(m for m in used if m in exposed and not any(m in s.sample_names for s in served.values()))
     print("\npending (branches not built yet):", pending)
     print("served, no samples yet (instrumentation or events pending):", without_samples)
+
+
+def test_the_plant_gauges_show_every_machine_its_lines_oee_and_no_model(live: Live) -> None:
+    from plantstream.simulator.plant_config import load_plant
+
+    prom = live.prometheus
+    machines = load_plant().machines()
+    lines = {(m.area, m.line) for m in machines}
+    # Every machine of the plant is in exactly one state series (the twin, through the stream's /metrics).
+    counted = wait_for(
+        lambda: (n := sum(_values(prom.query("sum(plantstream_machines)")))) == len(machines) and n,
+        90,
+        lambda: f"{len(machines)} machines by state: {prom.query('plantstream_machines')}",
+    )
+    states = {r["metric"]["state"] for r in prom.query("plantstream_machines")}
+    # Each line's OEE of the shift so far, from live OEE's line rows; every factor a ratio.
+    oee = wait_for(
+        lambda: len(r := prom.query('plantstream_oee_availability_ratio{kind="shift"}')) == len(lines) and r,
+        150,
+        lambda: f"availability of {len(lines)} lines: {prom.query('plantstream_oee_ratio')}",
+    )
+    assert {(r["metric"]["area"], r["metric"]["line"]) for r in oee} == lines
+    assert all(0.0 <= v <= 1.0 for v in _values(oee))
+    # No champion in this registry: the inference families are served, with no version in use.
+    served = _served(metrics_port(live.settings, "stream"))
+    assert {"plantstream_inference_model_version_info", "plantstream_inference_scores"} <= set(served)
+    assert not served["plantstream_inference_model_version_info"].sample_names
+    print(f"\n{counted} machines in states {sorted(states)}; shift availability {sorted(_values(oee))}")
 
 
 def _max_partition_rate(prom: Prometheus, topic: str) -> float:

@@ -8,12 +8,21 @@ own here.
 
 Incremental by construction: each materialisation reads only the bronze data files
 added since the bronze version it last processed (recorded in silver's own commit as a
-Delta application transaction), deduplicates them, and merges them into silver with
-insert-if-absent on (machine_id, seq): **the first copy wins**, the rule of every
+Delta application transaction), deduplicates them, and appends to silver only the events
+it does not hold yet (insert-if-absent on (machine_id, seq, event_date), decided against
+silver's keys of the touched days): **the first copy wins**, the rule of every
 PlantStream store.  A later copy whose content differs (the same machine and sequence
 number with another value: a device or gateway bug, not a re-send) is not silently
 dropped: it is counted as a *conflicting duplicate* and reported in the
 materialisation's metadata with a sample.  Re-running with nothing new changes nothing.
+
+Why an anti-join and an append, not a Delta merge: delta-rs 1.6's merge writes its new
+files with ``string_view`` columns, and pyarrow (23) cannot evaluate a filter on a string
+column of such a file (``no kernel matching input types (string, string_view)``), so every
+later filtered read of silver failed.  ``write_deltalake`` writes plain ``string``.  The
+append relies on one writer per silver table at a time (one Dagster materialisation of
+the asset), as the application-transaction version already does; the uniqueness check
+(``quality_checks``) would catch a second concurrent writer's duplicates.
 
 Each materialisation also reports which ``event_date`` partitions it changed, as
 observations of ``silver/<stream>_by_day`` (``assets/silver_days.py``): that is how a late
@@ -168,12 +177,9 @@ def _conflicts_with_silver(spec: StreamSpec, silver: DeltaTable, new: pa.Table) 
     """
     if not new.num_rows:
         return 0, []
-    dates = pc.unique(new.column("event_date")).to_pylist()
-    machines = pc.unique(new.column("machine_id")).to_pylist()
-    where = pads.field("event_date").isin(dates) & pads.field("machine_id").isin(machines)
-    where &= (pads.field("seq") >= pc.min(new["seq"]).as_py()) & (pads.field("seq") <= pc.max(new["seq"]).as_py())
     dataset = silver.to_pyarrow_dataset()
-    held = dataset.to_table(columns=["machine_id", "seq"], filter=where)
+    where = _touched(new)
+    held = _held_keys(dataset, new)
     if not held.num_rows:
         return 0, []
     with duckdb.connect() as con:
@@ -184,6 +190,7 @@ def _conflicts_with_silver(spec: StreamSpec, silver: DeltaTable, new: pa.Table) 
         return 0, []
     seqs = pc.unique(both["seq"])
     existing = dataset.to_table(filter=where & pads.field("seq").isin(seqs))
+    existing = existing.filter(pc.is_in(existing["machine_id"], value_set=pc.unique(new["machine_id"])))
     content = _content_columns(spec)
     same = " AND ".join(f'n."{c}" IS NOT DISTINCT FROM s."{c}"' for c in content)
     with duckdb.connect() as con:
@@ -194,6 +201,40 @@ def _conflicts_with_silver(spec: StreamSpec, silver: DeltaTable, new: pa.Table) 
             f"WHERE NOT ({same}) ORDER BY n.machine_id, n.seq"
         ).fetchall()
     return len(rows), [{"machine_id": m, "seq": s, "versions": 2} for m, s in rows[:CONFLICT_SAMPLE]]
+
+
+def _touched(new: pa.Table) -> pads.Expression:
+    """Silver's rows that ``new`` can collide with: its days and seq range (integer columns only:
+    a string filter fails on files that hold ``string_view``, e.g. written by an earlier merge)."""
+    dates = pc.unique(new.column("event_date")).to_pylist()
+    low, high = pc.min(new["seq"]).as_py(), pc.max(new["seq"]).as_py()
+    return pads.field("event_date").isin(dates) & (pads.field("seq") >= low) & (pads.field("seq") <= high)
+
+
+def _held_keys(dataset: pads.Dataset, new: pa.Table) -> pa.Table:
+    """(machine_id, seq, event_date) that silver already holds among those of ``new``'s days,
+    seq range and machines (the machine filter in memory, see :func:`_touched`)."""
+    held = dataset.to_table(columns=["machine_id", "seq", "event_date"], filter=_touched(new))
+    return held.filter(pc.is_in(held["machine_id"].cast(pa.string()), value_set=pc.unique(new["machine_id"])))
+
+
+def _absent(silver: DeltaTable, rows: pa.Table) -> pa.Table:
+    """The rows of ``rows`` whose (machine_id, seq, event_date) silver does not hold (insert-if-absent)."""
+    held = _held_keys(silver.to_pyarrow_dataset(), rows)
+    if not held.num_rows:
+        return rows
+    with duckdb.connect() as con:
+        con.register("n", rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64())))
+        con.register("h", held)
+        keep = (
+            con.sql(
+                "SELECT _row FROM n ANTI JOIN h ON n.machine_id = h.machine_id AND n.seq = h.seq "
+                "AND n.event_date = h.event_date ORDER BY _row"
+            )
+            .arrow()
+            .read_all()
+        )
+    return rows.take(keep["_row"])
 
 
 def _new_bronze_files(lake: Lake, spec: StreamSpec, bronze: DeltaTable, since_version: int | None) -> pads.Dataset:
@@ -221,7 +262,7 @@ def update_silver(lake: Lake, spec: StreamSpec) -> dict:
     Memory stays bounded by a batch, not by the backlog, where silver does not exist yet (a
     first build, a rebuild): duplicates are found on the four key columns first, then the
     new rows stream through typing into the Delta writer.  An existing table gets the new
-    rows through a merge (insert-if-absent), which holds them in memory.
+    rows (insert-if-absent against silver's keys, then an append), which holds them in memory.
     """
     started = time.perf_counter()
     bronze = lake.table("bronze", spec.name)
@@ -260,18 +301,16 @@ def update_silver(lake: Lake, spec: StreamSpec) -> dict:
                 against_silver, more = _conflicts_with_silver(spec, silver, rows)
                 conflicts += against_silver
                 sample = (sample + more)[:CONFLICT_SAMPLE]
-                metrics = (
-                    silver.merge(
-                        rows,
-                        predicate="t.machine_id = s.machine_id AND t.seq = s.seq AND t.event_date = s.event_date",
-                        source_alias="s",
-                        target_alias="t",
-                        commit_properties=commit,
-                    )
-                    .when_not_matched_insert_all()
-                    .execute()
-                )
-                inserted = int(metrics.get("num_target_rows_inserted", 0))
+                rows = _absent(silver, rows)
+                inserted = rows.num_rows
+            # Also with nothing to add: the commit records the bronze version as processed.
+            write_deltalake(
+                silver,
+                rows,
+                partition_by=["event_date"],
+                mode="append",
+                commit_properties=commit,
+            )
         read = new.count_rows()
     after = lake.table("silver", spec.name)
     silver_rows = lake.row_count("silver", spec.name)

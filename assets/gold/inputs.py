@@ -18,6 +18,7 @@ filter and only the columns needed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,14 +49,31 @@ def day_filter(first: dt.date, last: dt.date) -> pads.Expression:
 
 
 def silver_rows(
-    lake: Lake, stream: str, first: dt.date, last: dt.date, columns: list[str], *, where: pads.Expression | None = None
+    lake: Lake,
+    stream: str,
+    first: dt.date,
+    last: dt.date,
+    columns: list[str],
+    *,
+    where: pads.Expression | None = None,
+    keep: Mapping[str, Sequence[str]] | None = None,
 ) -> pa.Table:
-    """Rows of ``silver/<stream>`` with ``first <= event_date <= last`` (an empty table if none)."""
+    """Rows of ``silver/<stream>`` with ``first <= event_date <= last`` (an empty table if none).
+
+    ``where`` (numbers and times only) goes into the scan; ``keep`` (column -> the string
+    values to keep) is applied to the rows in memory: a lake written by an older
+    PlantStream (a delta-rs merge) may hold files with ``string_view`` columns, on which
+    pyarrow cannot evaluate a string filter.
+    """
     table = lake.table("silver", stream)
     if table is None:
         raise LookupError(f"silver/{stream} does not exist yet: materialise silver first")
     condition = day_filter(first, last) if where is None else day_filter(first, last) & where
-    return table.to_pyarrow_dataset().to_table(columns=columns, filter=condition)
+    names = list(dict.fromkeys([*columns, *(keep or {})]))
+    rows = table.to_pyarrow_dataset().to_table(columns=names, filter=condition)
+    for column, values in (keep or {}).items():
+        rows = rows.filter(pc.is_in(rows[column].cast(pa.string()), value_set=pa.array(list(values), pa.string())))
+    return rows.select(columns)
 
 
 def epoch_ms(column: pa.ChunkedArray) -> np.ndarray:
@@ -80,10 +98,10 @@ def _as_ms(table: pa.Table) -> pa.Table:
 
 
 def _state_events(lake: Lake, day: dt.date, machines_seen: set[str]) -> pa.Table:
-    entries = pc.field("event_type").isin(list(STATE_ENTRY_EVENTS))
     rows = silver_rows(
-        lake, "events", day - dt.timedelta(days=1), day + dt.timedelta(days=1), STATE_COLUMNS, where=entries
-    )
+        lake, "events", day - dt.timedelta(days=1), day + dt.timedelta(days=1), STATE_COLUMNS,
+        keep={"event_type": list(STATE_ENTRY_EVENTS)},
+    )  # fmt: skip
     rows = _as_ms(rows)
     start_ms = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
     known = set(pc.unique(rows.filter(pc.less_equal(rows["event_time"], start_ms))["machine_id"]).to_pylist())
@@ -99,7 +117,7 @@ def _state_events(lake: Lake, day: dt.date, machines_seen: set[str]) -> pa.Table
             first,
             day - dt.timedelta(days=2),
             STATE_COLUMNS,
-            where=entries & pc.field("machine_id").isin(missing),
+            keep={"event_type": list(STATE_ENTRY_EVENTS), "machine_id": list(missing)},
         )
         if found.num_rows:
             found = _as_ms(found).sort_by(

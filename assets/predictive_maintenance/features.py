@@ -99,13 +99,11 @@ def _minute_aggregates(lake: Lake, day: dt.date) -> pa.Table:
     start = day_start_ms(day)
     since = pa.scalar(start - MAX_SIGNAL_HORIZON_MIN * MINUTE_MS, pa.int64()).cast(TIMESTAMP_MS_UTC)
     until = pa.scalar(start + MS_PER_DAY, pa.int64()).cast(TIMESTAMP_MS_UTC)
-    where = (
-        (pc.field("event_time") >= since)
-        & (pc.field("event_time") < until)
-        & pc.field("signal").isin(list(FEATURE_SIGNALS))
-    )
+    where = (pc.field("event_time") >= since) & (pc.field("event_time") < until)
     columns = ["machine_id", "signal", "seq", "event_time", "value", "kafka_offset"]
-    telemetry = silver_rows(lake, "telemetry", day - dt.timedelta(days=1), day, columns, where=where)
+    telemetry = silver_rows(
+        lake, "telemetry", day - dt.timedelta(days=1), day, columns, where=where, keep={"signal": FEATURE_SIGNALS}
+    )
     telemetry = telemetry.rename_columns(["event_ts" if c == "event_time" else c for c in telemetry.column_names])
     return window_aggregates(telemetry, 60)
 
@@ -116,9 +114,9 @@ def _last_state_before(lake: Lake, day: dt.date, machines: list[str]) -> pd.Data
     for back in LOOKBACK_DAYS:
         if not machines:
             break
-        where = pc.field("event_type").isin(list(STATE_ENTRY_EVENTS)) & pc.field("machine_id").isin(machines)
+        keep = {"event_type": list(STATE_ENTRY_EVENTS), "machine_id": list(machines)}
         rows = silver_rows(
-            lake, "events", day - dt.timedelta(days=back), day - dt.timedelta(days=2), _EVENT_COLUMNS, where=where
+            lake, "events", day - dt.timedelta(days=back), day - dt.timedelta(days=2), _EVENT_COLUMNS, keep=keep
         )
         if rows.num_rows:
             last = _events_frame(rows).sort_values(["machine_id", "ts", "seq"], kind="stable")
@@ -135,9 +133,9 @@ def _history_before(lake: Lake, day: dt.date, missing: dict[str, set[str]]) -> p
     for back in HISTORY_LOOKBACK_DAYS:
         if not missing:
             break
-        where = pc.field("event_type").isin(list(_HISTORY_EVENTS)) & pc.field("machine_id").isin(sorted(missing))
+        keep = {"event_type": list(_HISTORY_EVENTS), "machine_id": sorted(missing)}
         rows = silver_rows(
-            lake, "events", day - dt.timedelta(days=back), day - dt.timedelta(days=2), _EVENT_COLUMNS, where=where
+            lake, "events", day - dt.timedelta(days=back), day - dt.timedelta(days=2), _EVENT_COLUMNS, keep=keep
         )
         if not rows.num_rows:
             continue
@@ -159,7 +157,7 @@ def _with_events_before(lake: Lake, day: dt.date, machines: list[str]) -> set[st
         day - dt.timedelta(days=LOOKBACK_DAYS[0]),
         day - dt.timedelta(days=2),
         ["machine_id"],
-        where=pc.field("machine_id").isin(machines),
+        keep={"machine_id": machines},
     )
     return set(pc.unique(rows["machine_id"]).to_pylist()) if rows.num_rows else set()
 

@@ -51,14 +51,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
-import msgspec
 import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from plantstream.contract.events import Alert, AlertAction, AlertType, Severity
 from plantstream.contract.promotions import FailureScore, encode_score
-from plantstream.contract.topics import ALERTS, FAILURE_SCORES, topic_name
+from plantstream.contract.topics import FAILURE_SCORES, topic_name
 from plantstream.domain.alerts import alert_seq
 from plantstream.domain.anomaly import alert_id
 from plantstream.models.features import MINUTE_MS, OnlineFeatures, history_kinds
@@ -66,6 +65,7 @@ from plantstream.models.labels import PRODUCING
 from plantstream.models.serving import ServingModel
 from plantstream.settings import Settings
 from plantstream.streaming import metrics
+from plantstream.streaming.alert_branch import AlertBatch, add_alert_sinks
 from plantstream.streaming.derived_sinks import KeyedRecordSink
 from plantstream.streaming.stream_decode import DecodedBatch
 from plantstream.streaming.windowing import ClosedWindows
@@ -77,7 +77,6 @@ FAILURE_BRANCH = 3
 FAILURE_RISK = "failure_risk"
 FAILURE_PROBABILITY = "failure_probability"  # the attribute the twin reads (streaming/twin.py)
 _NO_TIME = np.iinfo(np.int64).min // 4
-_ENCODER = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +125,6 @@ class ScoredBatch:
 
     def score_records(self) -> list[tuple[bytes, bytes]]:
         return [(s.machine_id.encode(), encode_score(s)) for s in self.scores]
-
-    def alert_records(self) -> list[tuple[bytes, bytes]]:
-        return [(a.machine_id.encode(), _ENCODER.encode(a)) for a in self.alerts]
 
 
 class PartitionScoring:
@@ -405,14 +401,10 @@ def add_failure_scoring(
             records=ScoredBatch.score_records, flow=flow,
         ),
     )  # fmt: skip
-    op.output(
-        "failure_alerts_out",
-        scored,
-        KeyedRecordSink(
-            settings, topic_name(settings, ALERTS), partitions, sink="failure_alerts",
-            records=ScoredBatch.alert_records, flow=flow,
-        ),
-    )  # fmt: skip
+    # MaintenanceRequired goes where every branch's alerts go: factory.alerts and the hot table
+    # ``alerts`` (exactly once per (alert_id, action)), through the one pair of alert sinks.
+    alerts = op.filter_map_value("failure_alerts", scored, lambda b: AlertBatch(b.alerts) if b.alerts else None)
+    add_alert_sinks("failure_alerts", alerts, settings, partitions, stats=None, flow=flow)
     return True
 
 

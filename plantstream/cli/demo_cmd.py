@@ -12,9 +12,12 @@ from rich.table import Table
 
 from plantstream.cli.common import emit_json_line, settings_or_exit
 from plantstream.cli.demo_insights import GoldResult, StreamInsights
+from plantstream.cli.demo_model import ModelResult
 
 STEPS = {
     "platform": "starting / checking the local platform",
+    "history": "first run: simulating past days of the plant -> bronze + ground truth",
+    "train": "training the failure model: silver, ground truth, features + labels, MLflow, gate (stages)",
     "live": "live plant -> OPC UA / MQTT / Modbus -> edge gateway -> Kafka (seconds)",
     "produce": "load generator: simulated plant -> Kafka",
     "stream": "draining the plant dataflow (every stream) -> hot store + bronze",
@@ -28,7 +31,7 @@ class DemoSource(StrEnum):
     direct = "direct"
 
 
-def demo(
+def demo(  # noqa: PLR0917 - typer: one parameter per option
     source: Annotated[
         DemoSource,
         typer.Option(help="edge: live plant over OPC UA/MQTT/Modbus through the gateway; direct: load generator"),
@@ -36,6 +39,9 @@ def demo(
     seconds: Annotated[float | None, typer.Option(help="edge: wall seconds the live plant runs")] = None,
     minutes: Annotated[float | None, typer.Option(help="direct: simulated plant time (default from settings)")] = None,
     machines: Annotated[int | None, typer.Option(help="direct: number of machines (default from settings)")] = None,
+    model: Annotated[
+        bool, typer.Option(help="a trained, promoted failure model (MLflow) that the stream scores with")
+    ] = True,
     json_output: Annotated[bool, typer.Option("--json", help="end with one JSON line of the counts")] = False,
 ) -> None:
     """Run plant -> Kafka -> stream -> hot store + lake -> Dagster, and print what landed where."""
@@ -64,7 +70,7 @@ def demo(
                 tasks[step] = bar.add_task(STEPS[step], total=total)
             bar.update(tasks[step], completed=done or 0, total=total)
 
-        result = run_demo(settings, on_progress, source=source.value)
+        result = run_demo(settings, on_progress, source=source.value, with_model=model, extend_live=seconds is None)
         for task in tasks.values():
             bar.update(task, completed=bar.tasks[task].total or 1, total=bar.tasks[task].total or 1)
 
@@ -111,6 +117,8 @@ def demo(
         _print_insights(console, result.insights)
     if result.gold is not None:
         _print_gold(console, result.gold)
+    if result.model is not None:
+        _print_model(console, result.model)
     verdict = "[green]counts agree[/green]" if result.counts_agree else "[red]COUNTS DISAGREE[/red]"
     console.print(
         f"per stream, {'gateway = ' if result.source == 'edge' else ''}Kafka = hot store = bronze = silver: {verdict}"
@@ -152,3 +160,33 @@ def _print_gold(console: Console, gold: GoldResult) -> None:
     console.print(checks)
     if gold.line_oee:
         console.print("gold OEE of the day by line: " + ", ".join(f"{k} {_ratio(v)}" for k, v in gold.line_oee.items()))
+
+
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_model(console: Console, model: ModelResult) -> None:
+    step, scores = model.step, model.scores
+    if step.champion_version is None:
+        reason = step.gate_reason or "not trained"
+        console.print(f"[red]failure model: no champion[/red] ({reason}); the stream did not score", markup=True)
+        return
+    m = step.metrics
+    how = (
+        f"trained on {step.training_window} and {'promoted' if step.promoted else 'NOT promoted'}"
+        if step.trained
+        else "the champion already in the registry (not retrained)"
+    )
+    history = f"; simulated history {', '.join(step.history_days)}" if step.history_days else ""
+    console.print(
+        f"failure model v{step.champion_version}: {how}{history}; test PR-AUC {_figure(m.get('pr_auc'))}, "
+        f"F1 {_figure(m.get('f1'))} (engineer's rule {_figure(m.get('baseline_f1'))}), "
+        f"median lead {_figure(m.get('median_lead_time_min'), 1)} min"
+    )
+    versions = ", ".join(f"v{v}" for v in scores.versions) or "-"
+    console.print(
+        f"the stream scored {scores.scores:,} samples of {scores.machines} machines with {versions} "
+        f"({scores.alerts:,} at or above the threshold); MaintenanceRequired raised on factory.alerts: "
+        f"{scores.maintenance_raised:,} (in the hot store: {model.hot_store_alerts:,})"
+    )

@@ -9,6 +9,10 @@ energy) into Kafka:
 * ``direct``: the load generator produces a simulated hour straight to Kafka (volume,
   faster than real time; :mod:`plantstream.simulator.kafka_producer`).
 
+Before the plant, the model step (:mod:`plantstream.cli.demo_model`): past days of the
+plant in bronze on the first run and a failure model trained on them and promoted as the
+champion, which the dataflow's scoring branch then scores the live plant with.
+
 Used by ``plantstream demo`` and by the end-to-end tests.  Counts are measured before
 and after, so a run reports what *it* added and consecutive runs add up; every count is
 per stream (:data:`plantstream.contract.streams.STREAMS`), so a stream that loses or
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from plantstream.cli.demo_insights import GoldResult, StreamInsights, materialize_gold, stream_insights
+from plantstream.cli.demo_model import ModelResult, prepare_model, read_stream_scores, settings_for_run
 from plantstream.cli.live_plant import Produced
 from plantstream.contract.streams import STREAMS, StreamSpec
 from plantstream.settings import Settings
@@ -84,6 +89,7 @@ class DemoResult:
     silver_parts: int | None = None  # good + scrap parts in silver quality for this run
     insights: StreamInsights | None = None  # alerts, live OEE, the twin (hot store)
     gold: GoldResult | None = None  # the gold tables of the run's days
+    model: ModelResult | None = None  # the failure model trained / used and the stream's scores
 
     @property
     def telemetry(self) -> StreamResult:
@@ -121,6 +127,7 @@ class DemoResult:
             "totals": {name: asdict(c) for name, c in self.totals.items()},
             **(self.insights.summary() if self.insights is not None else {}),
             "gold": self.gold.summary() if self.gold is not None else None,
+            "model": self.model.summary() if self.model is not None else None,
         }
 
 
@@ -178,27 +185,38 @@ def _produce(settings: Settings, source: Source, progress: Progress) -> Produced
 
 
 def run_demo(
-    settings: Settings, progress: Progress = lambda _s, _d, _t: None, *, source: Source = "edge"
+    settings: Settings,
+    progress: Progress = lambda _s, _d, _t: None,
+    *,
+    source: Source = "edge",
+    with_model: bool = True,
+    extend_live: bool = True,
 ) -> DemoResult:
+    """The demo's steps; ``with_model``: a trained, promoted failure model the stream scores with
+    (:mod:`plantstream.cli.demo_model`; the platform then includes MLflow); ``extend_live``: the
+    live plant runs until the stream can score a sample, even if ``live_seconds`` is shorter
+    (``plantstream demo --seconds S`` turns this off: S is what the user asked for)."""
     from plantstream.connect.topics import ensure_topics
-    from plantstream.services.supervisor import CORE_SERVICES, ensure_running
+    from plantstream.services.supervisor import ALL_SERVICES, CORE_SERVICES, ensure_running
     from plantstream.streaming.hot_tables import ensure_hot_tables
     from plantstream.streaming.runner import run_flow
 
     started = time.perf_counter()
     began = dt.datetime.now(dt.UTC)
     progress("platform", None, None)
-    # The demo needs S3, Kafka and the hot store; MLflow joins when the ML wave uses it.
-    with ensure_running(settings, services=CORE_SERVICES) as platform:
+    with ensure_running(settings, services=ALL_SERVICES if with_model else CORE_SERVICES) as platform:
         platform_start_s = time.perf_counter() - started
         ensure_topics(settings)
         ensure_hot_tables(settings)
+        step = prepare_model(settings, progress) if with_model else None
+        settings = settings_for_run(settings, step, live=source == "edge" and extend_live)
         before = measure_counts(settings)
         windows_before = count_windows(settings)
         produced = _produce(settings, source, progress)
         progress("stream", None, None)
         stats = run_flow(settings, stop_at_end=True)
         insights = stream_insights(settings, since=began)
+        scores = read_stream_scores(settings, since=began) if step is not None else None
         progress("lakehouse", None, None)
         materialize_lakehouse(settings)
         progress("gold", None, None)
@@ -234,6 +252,11 @@ def run_demo(
         silver_parts=streams["quality"].silver_rows if produced.ground_truth_parts is not None else None,
         insights=insights,
         gold=gold,
+        model=None
+        if step is None or scores is None
+        else ModelResult(
+            step, scores, insights.failure_alerts, settings.simulator.live_seconds if source == "edge" else None
+        ),
     )
 
 

@@ -37,6 +37,7 @@ def bench_json(name: str) -> dict:
     return figures
 
 
+@pytest.mark.slow  # ~1.5 min each: the interface of a benchmark, not a behaviour
 def test_bench_stream_json_has_the_figures_the_issue_names() -> None:
     f = bench_json("stream")
     assert f["events"] >= 100_000
@@ -50,6 +51,7 @@ def test_bench_stream_json_has_the_figures_the_issue_names() -> None:
     assert f["ratio_plantstream_to_bare"] == round(f["plantstream_events_per_s"] / f["bare_consumer_events_per_s"], 3)
 
 
+@pytest.mark.slow  # ~1.5 min each: the interface of a benchmark, not a behaviour
 def test_bench_state_json_shows_every_restart_resumed_where_the_last_stopped() -> None:
     f = bench_json("state")
     assert f["flow_restarts"] == len(f["restarts_per_day"]) >= 2

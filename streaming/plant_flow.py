@@ -41,6 +41,7 @@ from plantstream.streaming.kafka_sink import KafkaRecordSink
 from plantstream.streaming.kafka_source import KafkaBatchSource, RawBatch, topic_partitions
 from plantstream.streaming.metrics import EVENTS_VALID
 from plantstream.streaming.oee_branch import add_live_oee
+from plantstream.streaming.plant_gauges import PLANT_GAUGES
 from plantstream.streaming.quality_branch import add_quality_alerts
 from plantstream.streaming.stream_decode import DecodedBatch, StreamDecoder
 from plantstream.streaming.twin_branch import add_twin
@@ -168,6 +169,7 @@ def build_plant_flow(
     end.  The topics must exist (see :func:`plantstream.streaming.runner.prepare_flow`).
     """
     flow = Dataflow(FLOW_NAME)
+    PLANT_GAUGES.clear()  # one plant flow per process: forget an earlier flow's lines and machines
     inputs: dict[str, StreamInput] = {}
     windows = None
     for spec in streams:

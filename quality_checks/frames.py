@@ -155,7 +155,11 @@ def coverage_frame(
 
     ``windows``: the day's shift segments (or the whole day without shifts); a segment is
     *due* once it ended at or before ``due_before_ms`` (the newest event the table holds),
-    so the open day is not blamed for shifts that have not happened yet.
+    so the open day is not blamed for shifts that have not happened yet.  A segment in which
+    no machine of the plant sent anything is not judged either: the plant was not running
+    or not yet connected (a first day that starts mid-morning, a demo run hours after the
+    last), which is not one machine going silent; a whole-plant outage of the edge shows in
+    ``plantstream gaps`` (the sequence numbers), not here.
     """
     columns = ["machine_id", "shift", "window_start", "window_end", "rows"]
     due = [w for w in windows if due_before_ms is not None and w.end_ms <= due_before_ms]
@@ -180,6 +184,8 @@ def coverage_frame(
         lo, hi = (window.start_ms - first) // 60_000, (window.end_ms - first) // 60_000
         inside = counts[(counts["minute"] >= lo) & (counts["minute"] < hi)]
         per_machine = inside.groupby("machine_id")["n"].sum().to_dict() if len(inside) else {}
+        if not any(per_machine.get(m, 0) for m in machines):
+            continue  # the plant sent nothing in this segment: not running, nothing to blame a machine for
         start = pd.Timestamp(window.start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(window.end_ms, unit="ms", tz="UTC")
         out += [

@@ -12,15 +12,19 @@ Rows are buffered and committed in sizeable files by one writer per process (sha
 its sink partitions, so one commit carries the rows of every Kafka partition the process
 reads, with one app transaction each), on a background thread that overlaps the
 dataflow.  A commit starts when the buffer reaches ``stream.bronze_flush_rows`` or
-``stream.bronze_flush_seconds``, and at every snapshot: a sink partition's
-``snapshot()`` commits everything buffered and waits for it, so Bytewax completes an
-epoch's snapshot only once every row the source has moved past is in the table.  The
-snapshot itself holds nothing (pickling up to ``bronze_flush_rows`` rows into every
-snapshot cost more than the commit).  While S3 is away a commit is retried with backoff
-for up to ``stream.sink_retry_seconds`` and the flow waits; past that the process stops
-cleanly (one line, exit code 75) and a restart resumes from the last snapshot.  The
-price of committing at snapshots: at most one commit per snapshot interval per process
-at low event rates (compact the table's small files periodically).
+``stream.bronze_flush_seconds``, and at every snapshot.  **A snapshot does not wait for
+that commit**: a sink partition's snapshot is the highest Kafka offset it was handed, and
+a resume compares it with the offset the table holds (the app transaction) and reads the
+difference back from Kafka (``kafka_source.read_offsets``, decoded like the flow does)
+before the source goes on.  So every row the source has moved past is either in the
+table or still in Kafka and named by the snapshot, and the flow never stops for S3 at an
+epoch (waiting for four tables' commits cost ~0.8 s of stall per snapshot at 24k
+events/s, the p99 of every latency figure).  While S3 is away a commit is retried with backoff
+for up to ``stream.sink_retry_seconds``; the buffer and the queue (``WRITER_QUEUE_DEPTH``
+commits) fill and then the flow waits; past the budget the process stops cleanly (one
+line, exit code 75) and a restart resumes from the last snapshot.  The price of
+committing at snapshots: at most one commit per snapshot interval per process at low
+event rates (compact the table's small files periodically).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -48,7 +53,7 @@ from plantstream.streaming.stopping import (
     stop_process,
 )
 from plantstream.streaming.stream_decode import DecodedBatch
-from plantstream.streaming.worker_routing import PartsLikeTheSource
+from plantstream.streaming.worker_routing import PartsLikeTheSource, partition_key
 
 if TYPE_CHECKING:
     from deltalake import WriterProperties
@@ -186,6 +191,20 @@ class _BronzeWriter:
             self._thread.start()
         self._queue.put(table)
 
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def table_offset(self, partition: int) -> int | None:
+        """The highest offset of ``partition`` the table holds, read from the table now."""
+        return committed_offset(self._settings, self._uri, bronze_app_id(self._topic, partition))
+
+    def submit(self) -> None:
+        """Start committing everything buffered (returns once it is queued)."""
+        self._raise_error()
+        with self._lock:
+            self._submit_locked()
+
     def flush(self) -> None:
         """Commit everything buffered and wait until it is in the table; raise if a commit failed."""
         with self._lock:
@@ -292,21 +311,43 @@ class _BronzeWriter:
             self._stats.add(self._spec.name, bronze_rows_written=table.num_rows)
 
 
-class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
-    """One sink partition: hands its rows to the process's :class:`_BronzeWriter`; its
-    snapshot commits everything buffered (so the snapshot state is always ``None``)."""
+class _BronzePartition(StatefulSinkPartition[DecodedBatch, "int | pa.Table | None"]):
+    """One sink partition (one Kafka partition): hands its rows to the process's
+    :class:`_BronzeWriter`; its snapshot is the highest offset it was handed."""
 
-    def __init__(self, writer: _BronzeWriter, buffered: pa.Table | None, *, stats: FlowStats | None) -> None:
+    def __init__(self, writer: _BronzeWriter, partition: int, *, stats: FlowStats | None) -> None:
         self._writer = writer
+        self._partition = partition
         self._stats = stats
-        if buffered is not None and buffered.num_rows:
-            # A snapshot of the earlier design carried unwritten rows: commit them
-            # (the offset filter drops any that are in the table already).
-            writer.add(buffered)
+        self._received: int | None = None
         sink_registry.register(self)
+
+    def resume(self, state: int | pa.Table | None, read_back: Callable[[int, int], Iterable[pa.Table]]) -> None:
+        """Before the first batch: what the table lacks of the last snapshot comes back from Kafka."""
+        if isinstance(state, pa.Table):  # an earlier release's snapshot carried the unwritten rows
+            if state.num_rows:
+                self._writer.add(state)  # the offset filter drops rows the table already has
+            return
+        if state is None:
+            return
+        self._received = state
+        committed = self._writer.table_offset(self._partition)
+        if committed is None or committed < state:
+            first = 0 if committed is None else committed + 1
+            rows = 0
+            for events in read_back(first, state):
+                if events.num_rows:
+                    self._writer.add(events)
+                    rows += events.num_rows
+            log.info(
+                "%s: %d rows (offsets %d..%d) the table lacked were read back from Kafka",
+                self._writer.uri, rows, first, state,
+                extra={"event": "bronze_read_back", "rows": rows},
+            )  # fmt: skip
 
     def write_batch(self, values: list[DecodedBatch]) -> None:
         for batch in values:
+            self._received = batch.last_offset
             if batch.events.num_rows:
                 self._writer.add(batch.events)
                 if self._stats is not None:
@@ -315,9 +356,10 @@ class _BronzePartition(StatefulSinkPartition[DecodedBatch, pa.Table | None]):
     def flush(self) -> None:
         self._writer.flush()
 
-    def snapshot(self) -> None:
-        """Commit every buffered row first: the source's snapshot has moved past them."""
-        self._writer.flush()
+    def snapshot(self) -> int | None:
+        """Start a commit of what is buffered, without waiting: the offset names what a resume re-reads."""
+        self._writer.submit()
+        return self._received
 
     def close(self) -> None:
         self._writer.close()
@@ -339,6 +381,7 @@ class BronzeSink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table
         flow: str,
     ) -> None:
         super().__init__(partitions)
+        self._partition_of = {partition_key(p): p for p in partitions}
         self._settings = settings
         self._spec = spec
         self._uri = bronze_uri(settings, spec)
@@ -350,9 +393,20 @@ class BronzeSink(PartsLikeTheSource, FixedPartitionedSink[DecodedBatch, pa.Table
         # lock and the GIL): pay that while the flow is built, not in the middle of a run.
         import pandas  # noqa: F401
 
-    def build_part(self, step_id: str, for_part: str, resume_state: pa.Table | None) -> _BronzePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: int | pa.Table | None) -> _BronzePartition:
         if self._writer is None:  # one writer for the partitions this process builds
             self._writer = _BronzeWriter(
                 self._settings, self._spec, self._uri, self._topic, stats=self._stats, flow=self._flow
             )
-        return _BronzePartition(self._writer, resume_state, stats=self._stats)
+        partition = self._partition_of[for_part]
+        part = _BronzePartition(self._writer, partition, stats=self._stats)
+        part.resume(resume_state, lambda first, last: self._read_back(partition, first, last))
+        return part
+
+    def _read_back(self, partition: int, first: int, last: int) -> Iterable[pa.Table]:
+        from plantstream.streaming.kafka_source import read_offsets
+        from plantstream.streaming.stream_decode import StreamDecoder
+
+        decoder = StreamDecoder.from_settings(self._spec, self._settings)
+        for raw in read_offsets(self._settings, self._topic, partition, first, last):
+            yield decoder.decode(raw).events

@@ -27,6 +27,7 @@ import logging
 import operator
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -316,3 +317,52 @@ def topic_partitions(settings: Settings, topic: str, timeout_s: float = 30.0) ->
     if info is None or info.error is not None or not info.partitions:
         raise RuntimeError(f"topic {topic!r} not found or has no partitions ({info.error if info else 'missing'})")
     return sorted(info.partitions)
+
+
+def read_offsets(
+    settings: Settings, topic: str, partition: int, first: int, last: int, *, timeout_s: float = 120.0
+) -> Iterator[RawBatch]:
+    """The messages of ``topic[partition]`` at offsets ``first..last`` (inclusive), in batches.
+
+    For state that is rebuilt from the log instead of carried in every snapshot (the
+    windows' open rows).  Stops early at the partition's end (a log truncated below
+    ``last``: the caller counts what it got); raises ``TimeoutError`` if the broker does
+    not deliver within ``timeout_s``.
+    """
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer = kafka_consumer(
+        settings,
+        **{
+            "group.id": f"{settings.kafka.client_id}-replay",  # required by librdkafka; never joined
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 10_485_760,
+        },
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, first)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            messages = consumer.consume(num_messages=settings.stream.consumer_batch_size, timeout=0.5)
+            data = [m for m in messages if m.error() is None and first <= m.offset() <= last]
+            if data:
+                yield RawBatch(
+                    topic,
+                    partition,
+                    np.array([m.offset() for m in data], dtype=np.int64),
+                    [m.key() for m in data],
+                    [m.value() for m in data],
+                )
+            if any(m.error() is None and m.offset() >= last for m in messages):
+                return
+            for m in messages:
+                error = m.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    return
+                if error is not None and not error.retriable():
+                    raise RuntimeError(f"reading {topic}[{partition}] {first}..{last}: {error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}[{partition}] offsets {first}..{last} took over {timeout_s:.0f} s")
+    finally:
+        consumer.close()

@@ -62,6 +62,11 @@ CONSUMER_LAG = Gauge(
     ["flow", "topic", "partition"],
 )
 OPEN_WINDOWS = Gauge("plantstream_stream_open_windows", "Event-time windows held in state, per flow.", ["flow"])
+WINDOW_ROWS_NOT_REPLAYED = Counter(
+    "plantstream_stream_window_rows_not_replayed_total",
+    "Rows of open windows a resume could not read back from Kafka (the windows are emitted without them).",
+    ["flow"],
+)
 TRACKED_MACHINES = Gauge(
     "plantstream_stream_tracked_machines", "Machines with per-key state (expire when idle).", ["flow"]
 )

@@ -45,7 +45,7 @@ from plantstream.streaming.plant_gauges import PLANT_GAUGES
 from plantstream.streaming.quality_branch import add_quality_alerts
 from plantstream.streaming.stream_decode import DecodedBatch, StreamDecoder
 from plantstream.streaming.twin_branch import add_twin
-from plantstream.streaming.windowing import ClosedWindows, TelemetryWindowLogic, WindowConfig
+from plantstream.streaming.windowing import ClosedWindows, TelemetryWindowLogic, WindowConfig, kafka_replay
 
 FLOW_NAME = "plant"
 
@@ -132,10 +132,11 @@ def add_windows(
     Returns the closed windows, for branches that read them (failure scoring)."""
     config = WindowConfig.from_settings(settings)
     topic = inp.topic
+    replay = kafka_replay(settings, topic)
     outputs = op.stateful_batch(
         "windows",
         inp.decoded,
-        lambda resume: TelemetryWindowLogic(config, resume, topic=topic, flow=FLOW_NAME),
+        lambda resume: TelemetryWindowLogic(config, resume, topic=topic, flow=FLOW_NAME, replay=replay),
     )
     split = op.branch("closed_or_late", outputs, lambda kv: isinstance(kv[1], ClosedWindows))
     closed = split.trues

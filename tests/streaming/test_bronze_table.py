@@ -49,3 +49,52 @@ def test_processes_racing_to_create_the_bronze_table_all_succeed(stream_settings
     version = table().version()
     ensure_bronze_table(settings, TELEMETRY_STREAM)  # on an existing table: nothing committed
     assert table().version() == version
+
+
+def test_a_resume_reads_back_from_kafka_what_the_table_lacks_of_the_snapshot_and_nothing_twice(stream_settings) -> None:
+    """The bronze snapshot does not wait for its commit: it names the last offset handed to
+    the sink, and a resume fetches what the table lacks of it from Kafka (decoded: a
+    malformed record among them stays out)."""
+    from telemetry_flow_io import bronze_table, produce, read_topic
+    from telemetry_samples import telemetry_series
+
+    from plantstream.contract.topics import TELEMETRY, topic_name
+    from plantstream.streaming.bronze_sink import BronzeSink
+    from plantstream.streaming.kafka_source import topic_partitions
+    from plantstream.streaming.worker_routing import partition_key
+
+    settings = stream_settings()
+    events = telemetry_series(machines=1, seconds=300)  # one machine: one partition
+    produce(settings, events)
+    _produce_malformed(settings, events[0].machine_id)  # in the same partition, after them
+    topic = topic_name(settings, TELEMETRY)
+    records = [m for m in read_topic(settings, topic) if m.key() == events[0].machine_id.encode()]
+    partition = records[0].partition()
+    last = max(m.offset() for m in records)
+    assert len(records) == len(events) + 1
+    partitions = topic_partitions(settings, topic)
+    ensure_bronze_table(settings, TELEMETRY_STREAM)
+
+    def resume(state: int) -> None:
+        sink = BronzeSink(settings, TELEMETRY_STREAM, topic, partitions, stats=None, flow="test")
+        part = sink.build_part("bronze", partition_key(partition), state)
+        part.close()  # commits what it read back
+
+    # A crash after a snapshot that named offset 499, before any commit: 0..499 come back.
+    resume(499)
+    assert sorted(bronze_table(settings).column("kafka_offset").to_pylist()) == list(range(500))
+    # The next snapshot named the last offset; the table holds 0..499: only the rest is read.
+    resume(last)
+    resume(last)  # and a snapshot that the table already covers reads nothing
+    offsets = bronze_table(settings).column("kafka_offset").to_pylist()
+    assert len(offsets) == len(set(offsets)) == len(events)  # each valid record once, the malformed one not
+    assert set(offsets) == {m.offset() for m in records} - {last}
+
+
+def _produce_malformed(settings: Settings, machine_id: str) -> None:
+    from plantstream.connect.kafka import producer
+    from plantstream.contract.topics import TELEMETRY, message_key, topic_name
+
+    p = producer(settings)
+    p.produce(topic_name(settings, TELEMETRY), value=b"{not json", key=message_key(machine_id))
+    assert p.flush(30) == 0

@@ -8,6 +8,7 @@ import pickle
 import bytewax.operators as op
 import numpy as np
 import pyarrow as pa
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
@@ -43,6 +44,17 @@ def batches_of(events: list[Telemetry], sizes: list[int] | None = None, *, start
         out.append(DECODER.decode(raw))
         i, k = i + size, k + 1
     return out
+
+
+def replay_of(batches: list[DecodedBatch]):
+    """What Kafka would give a resume: the batches' events, whatever offsets it asks for."""
+
+    def replay(partition: int, first: int, last: int):
+        for batch in batches:
+            if batch.events.num_rows and batch.last_offset >= first and batch.first_offset <= last:
+                yield batch.events
+
+    return replay
 
 
 def run(windows: PartitionWindows, batches: list[DecodedBatch]) -> list:
@@ -149,7 +161,7 @@ def test_snapshot_is_a_copy_that_later_processing_does_not_change() -> None:
     run(w, batches[5:])
     w.flush()
     assert pickle.dumps(snap) == frozen
-    restored = PartitionWindows(CONFIG, copy.deepcopy(pickle.loads(frozen)), topic="t")
+    restored = PartitionWindows(CONFIG, copy.deepcopy(pickle.loads(frozen)), topic="t", replay=replay_of(batches))
     assert restored.watermark_ms == pickle.loads(frozen)["max_event_ms"] - CONFIG.allowed_lateness_ms
 
 
@@ -159,7 +171,7 @@ def _final_outputs(batches: list[DecodedBatch], snapshot_after: int | None = Non
     for i, batch in enumerate(batches):
         out.extend(w.process(batch))
         if snapshot_after is not None and i == snapshot_after:  # crash + restore here
-            w = PartitionWindows(CONFIG, pickle.loads(pickle.dumps(w.snapshot())), topic="t")
+            w = PartitionWindows(CONFIG, pickle.loads(pickle.dumps(w.snapshot())), topic="t", replay=replay_of(batches))
     out.extend(w.flush())
     windows = {}
     for c in closed(out):
@@ -227,3 +239,48 @@ def test_the_logic_runs_in_a_bytewax_flow_and_flushes_at_end_of_input() -> None:
         (300, BASE_MS),
     }
     assert sum(c.events for c in final + provisional if c.window_seconds == 300) == 2 * 3 * 130
+
+
+def test_a_snapshot_holds_no_rows_and_a_resume_reads_them_back_from_kafka() -> None:
+    events = telemetry_series(machines=3, seconds=200)
+    batches = batches_of(events, [50])
+    w = PartitionWindows(CONFIG, topic="t")
+    run(w, batches)
+    snap = w.snapshot()
+    assert sum(snap["open"].values()) > 500  # rows of open windows ...
+    assert len(pickle.dumps(snap)) < 2_000  # ... are not in the snapshot
+    asked = []
+
+    def replay(partition: int, first: int, last: int):
+        asked.append((partition, first, last))
+        yield from replay_of(batches)(partition, first, last)
+
+    restored = PartitionWindows(CONFIG, pickle.loads(pickle.dumps(snap)), topic="t", replay=replay)
+    assert asked == [(0, snap["replay_from"][0], batches[-1].last_offset)]
+    assert restored.replayed_rows >= max(snap["open"].values())  # each row once, for every width
+    assert {k: sort_aggregates(c.aggregates) for k, c in _by_window(restored.flush()).items()} == {
+        k: sort_aggregates(c.aggregates) for k, c in _by_window(w.flush()).items()
+    }
+
+
+def _by_window(outputs: list) -> dict:
+    return {(c.window_seconds, c.window_start_ms): c for c in closed(outputs)}
+
+
+def test_a_resume_says_so_when_kafka_no_longer_has_the_rows(caplog) -> None:
+    batches = batches_of(telemetry_series(machines=2, seconds=100), [40])
+    w = PartitionWindows(CONFIG, topic="t")
+    run(w, batches)
+    state = pickle.loads(pickle.dumps(w.snapshot()))
+    with caplog.at_level("ERROR"):
+        restored = PartitionWindows(CONFIG, state, topic="t", replay=replay_of(batches[len(batches) // 2 :]))
+    assert "could not be read back from Kafka" in caplog.text
+    assert restored.open_window_count == w.open_window_count
+
+
+def test_a_resume_without_a_way_to_read_kafka_is_refused() -> None:
+    batches = batches_of(telemetry_series(machines=2, seconds=100), [40])
+    w = PartitionWindows(CONFIG, topic="t")
+    run(w, batches)
+    with pytest.raises(ValueError, match="replay"):
+        PartitionWindows(CONFIG, w.snapshot(), topic="t")

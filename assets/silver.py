@@ -42,6 +42,7 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from plantstream.assets.silver_days import SILVER_DAYS, data_files, days_added, report_silver_days
+from plantstream.connect.delta_schema import add_missing_columns
 from plantstream.contract.columns import MILLIS_FIELDS, TIMESTAMP_MS_UTC, bronze_schema, contract_schema
 from plantstream.contract.streams import STREAMS, StreamSpec
 from plantstream.orchestration.resources import Lake
@@ -103,6 +104,9 @@ def typed_silver(spec: StreamSpec, bronze: pa.Table) -> pa.Table:
     """Bronze rows in silver's schema: typed times, ``event_date`` from the event time (no deduplication)."""
     schema = silver_schema(spec)
     columns = {name: bronze.column(name) for name in schema.names if name in bronze.column_names}
+    for name in own_fields(spec):  # a field the contract gained after these rows were written
+        if name not in columns and schema.field(name).nullable:
+            columns[name] = pa.nulls(bronze.num_rows, schema.field(name).type)
     event_ts = bronze.column("event_ts") if "event_ts" in bronze.column_names else bronze.column("read_ts")
     columns["event_time"] = _as_utc_ms(event_ts)
     for raw, typed in TYPED_TIMES.items():
@@ -270,10 +274,12 @@ def update_silver(lake: Lake, spec: StreamSpec) -> dict:
         raise dg.Failure(f"bronze {spec.name} does not exist yet: run the stream (plantstream stream) first")
     bronze_version = bronze.version()
     silver = lake.table("silver", spec.name)
+    schema = silver_schema(spec)
+    if silver is not None and add_missing_columns(silver, schema):  # the contract gained a field
+        silver = lake.table("silver", spec.name)
     files_before = data_files(silver)
     app_id = silver_app_id(spec)
     done_version = silver.transaction_version(app_id) if silver is not None else None
-    schema = silver_schema(spec)
     commit = CommitProperties(app_transactions=[Transaction(app_id, bronze_version)])
     read = inserted = conflicts = 0
     sample: list[dict] = []

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Literal
 
 from plantstream.contract import Codec
-from plantstream.contract.streams import STREAMS
+from plantstream.contract.streams import EVENTS_STREAM, STREAMS
 from plantstream.edge.collectors.base import Observation, Reading
 from plantstream.edge.machine_tracker import MachineTracker, PartsFrom
 from plantstream.edge.normalize import Identity, derived_event, to_telemetry
@@ -159,7 +159,8 @@ class EdgeStore:
                     result.repeats[item.protocol] += 1
                     continue
                 number = seq.take(r.machine_id, r.signal, r.source_ts)
-                payload = encode_telemetry(to_telemetry(item.identity, r, number))
+                state_seq = seq.latest(r.machine_id, EVENTS_STREAM.name)
+                payload = encode_telemetry(to_telemetry(item.identity, r, number, state_seq))
                 rows.append((r.machine_id, number, item.protocol, r.read_ts, payload, "telemetry"))
                 continue
             for derived in self.tracker.observe(r):

@@ -28,7 +28,9 @@ class Identity:
     machine_id: str
 
 
-def to_telemetry(identity: Identity, reading: Reading, seq: int) -> Telemetry:
+def to_telemetry(identity: Identity, reading: Reading, seq: int, state_seq: int | None = None) -> Telemetry:
+    """``state_seq``: the latest machine event this gateway produced for the machine before
+    the reading (the state it was read under), None before its first."""
     value = reading.value
     quality = reading.quality
     if value is not None and not math.isfinite(value):
@@ -48,6 +50,7 @@ def to_telemetry(identity: Identity, reading: Reading, seq: int) -> Telemetry:
         value=value,
         unit=spec.unit if spec else "",
         quality=quality,
+        state_seq=state_seq,
     )
 
 

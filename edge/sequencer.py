@@ -58,6 +58,11 @@ class Sequencer:
             self._dirty_wm.add((machine_id, signal))
         return self.take_stream(machine_id, "telemetry")
 
+    def latest(self, machine_id: str, stream: str) -> int | None:
+        """The last number taken in ``stream`` for the machine (None: none yet)."""
+        following = self.next_seq.get((machine_id, stream))
+        return None if not following else following - 1
+
     def take_stream(self, machine_id: str, stream: str) -> int:
         key = (machine_id, stream)
         seq = self.next_seq.get(key, 0)

@@ -105,6 +105,9 @@ class Snapshot:
     parts: list[QualityMetric] = field(default_factory=list)
     energy: list[EnergyUsage] = field(default_factory=list)
     ground_truth: list[GroundTruthEntry] = field(default_factory=list)
+    #: Per machine the ``seq`` of its latest machine event so far (this step's included):
+    #: the state its readings of this step were taken under (``Telemetry.state_seq``).
+    state_seq: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,6 +166,7 @@ class PlantSimulator:
         self._endpoint_offline_until: dict[str, int] = {}
         self._machine_offline_until = np.zeros(len(self.machines), dtype=np.int64)
         self._index = {m.machine_id: i for i, m in enumerate(self.machines)}
+        self._state_seq: dict[str, int] = {}  # machine -> seq of its latest machine event
         self._seq: dict[tuple[str, str], int] = {}
         self._take_seq = take_seq
         self._reasons = ["" for _ in self.machines]
@@ -335,13 +339,15 @@ class PlantSimulator:
         }
 
     def _event(self, m: Machine, ts: int, kind: MachineEventType, state: str, reason: str | None, **attrs: str):
-        return MachineEvent(
+        event = MachineEvent(
             **self._envelope(m, ts, "events"),
             event_type=kind,
             state=state,
             reason=reason or None,
             attributes=attrs,
         )
+        self._state_seq[m.machine_id] = event.seq
+        return event
 
     def step(self) -> Snapshot:
         """Advance one sample period and report what the plant did and what it serves."""
@@ -462,7 +468,7 @@ class PlantSimulator:
             for entry in gt:
                 self.ground_truth.write(entry)
         offline = frozenset(e for e, until in self._endpoint_offline_until.items() if until > ts)
-        return Snapshot(self.step_no, ts, readings, offline, events, parts, energy, gt)
+        return Snapshot(self.step_no, ts, readings, offline, events, parts, energy, gt, dict(self._state_seq))
 
     def _readings(self, ts: int) -> list[Reading]:
         values = self.physics.signal_values()
@@ -539,6 +545,7 @@ def snapshot_telemetry(
                     value=value,
                     unit=SIGNALS[signal].unit,
                     quality=r.quality[signal],
+                    state_seq=snapshot.state_seq.get(m.machine_id),
                 )
             )
     return out

@@ -83,6 +83,7 @@ def faulty_feed(
                                     signal=signal,
                                     value=None,
                                     q=Quality.STALE,
+                                    state_seq=snap.state_seq.get(mid),
                                 ),
                             )
                         )
@@ -104,6 +105,7 @@ def faulty_feed(
                             signal=signal,
                             value=value,
                             q=r.quality[signal],
+                            state_seq=snap.state_seq.get(mid),
                         ),
                     )
                 )
@@ -126,6 +128,7 @@ def _reading(
     signal: str,
     value: float | None,
     q: Quality,
+    state_seq: int | None,
 ) -> Telemetry:
     seq = seqs.get(machine.machine_id, 0)
     seqs[machine.machine_id] = seq + 1
@@ -142,6 +145,7 @@ def _reading(
         value=value,
         unit=SIGNALS[signal].unit,
         quality=q,
+        state_seq=state_seq,
     )
 
 

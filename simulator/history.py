@@ -368,6 +368,7 @@ class _TelemetryBuffer:
             "source_ts": pa.array(source_ms),
             "read_ts": pa.array(read_ms),
             "ingest_ts": pa.array(read_ms),
+            "state_seq": pa.nulls(n, pa.int64()),  # a historian import does not know the state events
             **_source_columns(self.appender.offsets(TELEMETRY_STREAM, n), source_ms),
         }
         self.appender.submit(TELEMETRY_STREAM, pa.Table.from_pydict(arrays, schema=bronze_schema(TELEMETRY_STREAM)))

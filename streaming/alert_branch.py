@@ -8,12 +8,15 @@ Per Kafka partition (:class:`PartitionAnomalies`, pure; :class:`AnomalyAlertLogi
 Bytewax glue):
 
 * **Running state from the machine events.**  A stopped drive legitimately reads 0, so
-  the detector must know whether the machine ran at each reading's event time.  A
-  machine's readings are therefore judged only once the machine events of its partition
-  have passed their event time (``event time < events watermark``), or - when the events
-  fall silent - once the telemetry has moved ``alerts.machine_state_wait_seconds`` past
-  them; a machine that has not sent an event yet waits the same way (its state at the
-  reading is then unknown).  Only a flow without the events stream judges at once.  A
+  the detector must know whether the machine ran at each reading.  A reading that names
+  the state it was read under (``Telemetry.state_seq``: the machine's latest event at the
+  edge) is judged as soon as the branch has seen that event of its machine, with the
+  running state after it - typically in the same Kafka batch, so nothing waits.  Other
+  readings are judged once the machine events of their partition have passed their event
+  time (``event time < events watermark``), with the state at that time; for both, when the
+  events fall silent, once the telemetry has moved ``alerts.machine_state_wait_seconds``
+  past them; a machine that has not sent an event yet waits the same way (its state at
+  the reading is then unknown).  Only a flow without the events stream judges at once.  A
   machine's readings are released in arrival order (a prefix), so each series reaches
   its detector in the order Kafka holds it: transitions, and therefore alert ids, do not
   depend on how Kafka cut batches or how the two topics interleaved (docs/alerts.md,
@@ -40,7 +43,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +157,10 @@ class _Machine:
     ordinal: int = 0  # alert events so far in this tracking period
     changes_ts: list[int] = field(default_factory=list)  # running-state changes from the machine events
     changes_run: list[int] = field(default_factory=list)
+    # The same changes by event seq (for readings that name their state_seq): seq, running, event time.
+    seq_changes: list[int] = field(default_factory=list)
+    seq_runs: list[int] = field(default_factory=list)
+    seq_ts: list[int] = field(default_factory=list)
     stale: set[str] = field(default_factory=set)  # series with an open stale alert
     stale_raised: int | None = None
     stale_signals: int = 0  # most series stale at once in the episode
@@ -180,6 +187,9 @@ class _Machine:
             list(self.changes_run), sorted(self.stale), self.stale_raised, self.stale_signals, self.last_answer,
         )  # fmt: skip
 
+    def dump_seq_changes(self) -> tuple:
+        return list(self.seq_changes), list(self.seq_runs), list(self.seq_ts)
+
     @classmethod
     def load(cls, row: tuple) -> _Machine:
         return cls(
@@ -189,9 +199,38 @@ class _Machine:
 
 
 #: Columns of the readings waiting for their machine's state (numpy arrays, arrival order).
-_PENDING = {"mid": np.int32, "sid": np.int32, "value": np.float64, "quality": np.int8, "ts": np.int64, "pos": np.int64}
+_PENDING = {
+    "mid": np.int32, "sid": np.int32, "value": np.float64, "quality": np.int8, "ts": np.int64, "pos": np.int64,
+    "sseq": np.int64,  # Telemetry.state_seq, -1: not given
+}  # fmt: skip
 _QUALITY_LOOKUP = dict(QUALITY_CODES)
 _KEY_SHIFT = 45  # machine index << 45 | event ms: one sortable key per (machine, time); ms < 2^45 (year 3084)
+_SEQ_KEY_MAX = (1 << _KEY_SHIFT) - 1  # positions above are clipped (an event seq that large: never seen)
+
+
+def _keyed(changes: Iterable[tuple[int, list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every machine's ``(mid, positions, running codes)`` as one sorted key array (machine
+    index << 45 | position: an event time or an event seq) and the codes in that order."""
+    keys, runs = [], []
+    for mid, positions, codes in changes:
+        if positions:
+            keys.append((mid << _KEY_SHIFT) + np.minimum(np.asarray(positions, dtype=np.int64), _SEQ_KEY_MAX))
+            runs.append(np.asarray(codes, dtype=np.int8))
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8)
+    k = np.concatenate(keys)
+    order = np.argsort(k, kind="stable")
+    return k[order], np.concatenate(runs)[order]
+
+
+def _lookup(keys: np.ndarray, runs: np.ndarray, mid: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Running code of the latest change of each row's machine at or before ``at`` (-1: none)."""
+    if len(keys) == 0:
+        return np.full(len(at), -1, dtype=np.int8)
+    want = (mid.astype(np.int64) << _KEY_SHIFT) + at
+    i = np.searchsorted(keys, want, side="right") - 1
+    hit = (i >= 0) & ((keys[np.maximum(i, 0)] >> _KEY_SHIFT) == mid)
+    return np.where(hit, runs[np.maximum(i, 0)], np.int8(-1)).astype(np.int8)
 
 
 def _empty_rows() -> dict[str, np.ndarray]:
@@ -231,14 +270,18 @@ class PartitionAnomalies:
         self.last_ts = np.zeros(0, dtype=np.int64)  # per machine index: latest event time seen
         self.max_seq = np.zeros(0, dtype=np.int64)  # highest telemetry seq judged (copies are dropped)
         self.known = np.zeros(0, dtype=bool)  # its state is known from machine events
+        self.events_seq = np.zeros(0, dtype=np.int64)  # highest machine-event seq seen (-1: none)
         self.series_of = np.full((0, 0), -1, dtype=np.int64)  # (machine, signal) -> detector series code
         self.events_wm: int = _NO_TIME  # max event time of the partition's machine events
         self.tel_max: int = _NO_TIME  # max event time of its telemetry
         self.next_pos = 0
         self.pending = _empty_rows()
-        self.halves: dict[int, tuple[int, int, float, int, int]] = {}  # machine -> (sid, ts, value, q, order)
+        self.halves: dict[
+            int, tuple[int, int, float, int, int, int]
+        ] = {}  # machine -> (sid, ts, value, q, order, sseq)
         self.next_expiry_scan: int = _NO_TIME
         self._changes: tuple[np.ndarray, np.ndarray] | None = None  # all machines' state changes, keyed
+        self._seq_changes: tuple[np.ndarray, np.ndarray] | None = None  # the same, keyed by event seq
         for name in (_PROCESS, _AIR, TEMPERATURE_DIFFERENCE):
             self._sid(name)
         if state is not None:
@@ -261,6 +304,7 @@ class PartitionAnomalies:
             self.last_ts = np.concatenate([self.last_ts, np.full(machines - old_m, _NO_TIME, dtype=np.int64)])
             self.max_seq = np.concatenate([self.max_seq, np.full(machines - old_m, -1, dtype=np.int64)])
             self.known = np.concatenate([self.known, np.zeros(machines - old_m, dtype=bool)])
+            self.events_seq = np.concatenate([self.events_seq, np.full(machines - old_m, -1, dtype=np.int64)])
         table = np.full((max(machines, old_m), max(signals, old_s)), -1, dtype=np.int64)
         table[:old_m, :old_s] = self.series_of
         self.series_of = table
@@ -275,7 +319,7 @@ class PartitionAnomalies:
             if mid >= len(self.last_ts):
                 self._grow(max(16, 2 * mid), self.series_of.shape[1])
         rec = self.machines[name] = _Machine(mid, site, area, line)
-        self.last_ts[mid], self.max_seq[mid], self.known[mid] = _NO_TIME, -1, False
+        self.last_ts[mid], self.max_seq[mid], self.known[mid], self.events_seq[mid] = _NO_TIME, -1, False, -1
         self.series_of[mid] = -1
         return rec
 
@@ -303,7 +347,10 @@ class PartitionAnomalies:
 
     def _dump_machine(self, rec: _Machine) -> tuple:
         m = rec.mid
-        return (*rec.dump(), int(self.last_ts[m]), int(self.max_seq[m]), bool(self.known[m]))
+        return (
+            *rec.dump(), int(self.last_ts[m]), int(self.max_seq[m]), bool(self.known[m]), int(self.events_seq[m]),
+            *rec.dump_seq_changes(),
+        )  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state.get("version") != 1:
@@ -316,12 +363,17 @@ class PartitionAnomalies:
         for name, row in state["machines"].items():
             rec = self.machines[name] = _Machine.load(row[:12])
             self.last_ts[rec.mid], self.max_seq[rec.mid], self.known[rec.mid] = row[12], row[13], row[14]
+            if len(row) > 15:  # snapshots before Telemetry.state_seq end here
+                self.events_seq[rec.mid] = row[15]
+                rec.seq_changes, rec.seq_runs, rec.seq_ts = list(row[16]), list(row[17]), list(row[18])
         self.bank = DetectorBank.from_snapshot(state["bank"], self.config.resolver())
         self._reindex_series()
         self.events_wm, self.tel_max = state["events_wm"], state["tel_max"]
         self.next_pos = state["next_pos"]
-        self.pending = {k: np.asarray(v, dtype=_PENDING[k]) for k, v in state["pending"].items()}
-        self.halves = dict(state["halves"])
+        pending = state["pending"]
+        n = len(pending["ts"])
+        self.pending = {k: np.asarray(pending.get(k, np.full(n, -1)), dtype=t) for k, t in _PENDING.items()}
+        self.halves = {m: (*h, -1)[:6] for m, h in state["halves"].items()}
         self.next_expiry_scan = state["next_expiry_scan"]
 
     @property
@@ -358,15 +410,18 @@ class PartitionAnomalies:
     def _ingest_events(self, events: pa.Table) -> None:
         machines = events.column("machine_id").to_pylist()
         states = events.column("state").to_pylist()
+        seqs = events.column("seq").to_pylist()
         ts = events.column("event_ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
         sites, areas, lines = (events.column(c).to_pylist() for c in ("site", "area", "line"))
-        for i, (machine, state, t) in enumerate(zip(machines, states, ts.tolist(), strict=True)):
+        for i, (machine, state, t, seq) in enumerate(zip(machines, states, ts.tolist(), seqs, strict=True)):
             rec = self.machines.get(machine) or self._register(machine, sites[i], areas[i], lines[i])
             self.last_ts[rec.mid] = max(self.last_ts[rec.mid], t)
+            self.events_seq[rec.mid] = max(self.events_seq[rec.mid], seq)
             if state is None:
                 continue
             run = 1 if state == "running" else 0
             self.known[rec.mid] = True
+            self._note_seq_change(rec, seq, run, t)
             if rec.changes_run and rec.changes_run[-1] == run and t >= rec.changes_ts[-1]:
                 continue
             self._changes = None
@@ -375,27 +430,33 @@ class PartitionAnomalies:
             rec.changes_run.insert(at, run)
         self.events_wm = max(self.events_wm, int(ts.max()))
 
-    def _running(self, mid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def _note_seq_change(self, rec: _Machine, seq: int, run: int, t: int) -> None:
+        """Record the running state after event ``seq`` (only where it changes; a copy adds nothing)."""
+        at = int(np.searchsorted(rec.seq_changes, seq, side="right"))
+        if at and rec.seq_changes[at - 1] == seq:
+            return  # a copy of an event already applied: the first copy wins
+        if at == len(rec.seq_changes) and rec.seq_runs and rec.seq_runs[-1] == run:
+            return
+        rec.seq_changes.insert(at, seq)
+        rec.seq_runs.insert(at, run)
+        rec.seq_ts.insert(at, t)
+        self._seq_changes = None
+
+    def _running(self, mid: np.ndarray, ts: np.ndarray, sseq: np.ndarray | None = None) -> np.ndarray:
+        """Running code (1 running, 0 not, -1 unknown) of each reading's machine: after the
+        event it names (``sseq`` >= 0), else at its event time."""
+        by_time = self._running_at_time(mid, ts)
+        if sseq is None or not (named := sseq >= 0).any():
+            return by_time
+        if self._seq_changes is None:
+            self._seq_changes = _keyed((r.mid, r.seq_changes, r.seq_runs) for r in self.machines.values())
+        return np.where(named, _lookup(*self._seq_changes, mid, np.minimum(sseq, _SEQ_KEY_MAX)), by_time)
+
+    def _running_at_time(self, mid: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Running code (1 running, 0 not, -1 unknown) of each reading's machine at its event time."""
         if self._changes is None:
-            keys, runs = [], []
-            for rec in self.machines.values():
-                if rec.changes_ts:
-                    keys.append((rec.mid << _KEY_SHIFT) + np.asarray(rec.changes_ts, dtype=np.int64))
-                    runs.append(np.asarray(rec.changes_run, dtype=np.int8))
-            if keys:
-                k = np.concatenate(keys)
-                order = np.argsort(k, kind="stable")
-                self._changes = (k[order], np.concatenate(runs)[order])
-            else:
-                self._changes = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
-        keys, runs = self._changes
-        if len(keys) == 0:
-            return np.full(len(ts), -1, dtype=np.int8)
-        want = (mid.astype(np.int64) << _KEY_SHIFT) + ts
-        at = np.searchsorted(keys, want, side="right") - 1
-        hit = (at >= 0) & ((keys[np.maximum(at, 0)] >> _KEY_SHIFT) == mid)
-        return np.where(hit, runs[np.maximum(at, 0)], np.int8(-1)).astype(np.int8)
+            self._changes = _keyed((r.mid, r.changes_ts, r.changes_run) for r in self.machines.values())
+        return _lookup(*self._changes, mid, ts)
 
     # -- telemetry -------------------------------------------------------------------
 
@@ -439,7 +500,11 @@ class PartitionAnomalies:
         value = pc.fill_null(events.column("value"), math.nan).combine_chunks().to_numpy(zero_copy_only=False)
         pos = self.next_pos + np.arange(n, dtype=np.int64)
         self.next_pos += n
-        rows = {"mid": mid, "sid": sid, "value": value, "quality": q, "ts": ts, "pos": pos}
+        if "state_seq" in events.column_names:
+            sseq = pc.fill_null(events.column("state_seq"), -1).combine_chunks().to_numpy(zero_copy_only=False)
+        else:
+            sseq = np.full(n, -1, dtype=np.int64)
+        rows = {"mid": mid, "sid": sid, "value": value, "quality": q, "ts": ts, "pos": pos, "sseq": sseq}
         if not keep.all():
             rows = _take(rows, keep)
         self.pending = _concat([self.pending, rows])
@@ -480,8 +545,11 @@ class PartitionAnomalies:
         n = len(pending["ts"])
         if n == 0:
             return pending, pending
-        ts, mid = pending["ts"], pending["mid"]
-        ok = (ts < self.events_wm) | (self.tel_max - ts >= self.config.state_wait_ms)
+        ts, mid, sseq = pending["ts"], pending["mid"], pending["sseq"]
+        waited = self.tel_max - ts >= self.config.state_wait_ms
+        # A reading naming its state event: once that event is here (not by time: an event of
+        # its machine still on the way could be the one it names).  Others: by time.
+        ok = np.where(sseq >= 0, sseq <= self.events_seq[mid], ts < self.events_wm) | waited
         if not self.config.machine_events:
             ok |= ~self.known[mid]
         if ok.all():
@@ -509,10 +577,12 @@ class PartitionAnomalies:
         if len(rows["ts"]) == 0:
             return []
         mid, sid, ts, value, quality = rows["mid"], rows["sid"], rows["ts"], rows["value"], rows["quality"]
+        sseq = rows["sseq"]
         order = rows["pos"] * 2  # real readings even, derived ones odd
-        derived = self._pair_temperatures(mid, sid, ts, value, quality, order)
+        derived = self._pair_temperatures(mid, sid, ts, value, quality, order, sseq)
         if derived is not None:
-            d_mid, d_ts, d_value, d_quality, d_order = derived
+            d_mid, d_ts, d_value, d_quality, d_order, d_sseq = derived
+            sseq = np.concatenate([sseq, d_sseq])
             mid = np.concatenate([mid, d_mid])
             sid = np.concatenate([sid, np.full(len(d_ts), self.sid_of[TEMPERATURE_DIFFERENCE], dtype=np.int32)])
             ts = np.concatenate([ts, d_ts])
@@ -524,7 +594,7 @@ class PartitionAnomalies:
             for m, s in set(zip(mid[series < 0].tolist(), sid[series < 0].tolist(), strict=True)):
                 self.series_of[m, s] = self.bank.add(self.names[m], self.signals[s])
             series = self.series_of[mid, sid]
-        result = self.bank.update_batch(series, ts, value, quality, self._running(mid, ts))
+        result = self.bank.update_batch(series, ts, value, quality, self._running(mid, ts, sseq))
         valid = (quality <= QUALITY_CODES["uncertain"]) & np.isfinite(value)
         alerts: list[Alert] = []
         if result.transitions:
@@ -606,7 +676,8 @@ class PartitionAnomalies:
         value: np.ndarray,
         quality: np.ndarray,
         order: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        sseq: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Derived process - air temperature rows (same machine and event time), in arrival order.
 
         A half without its partner yet is carried to the next call (its partner is in the
@@ -623,9 +694,10 @@ class PartitionAnomalies:
         v = np.concatenate([value[idx], np.array([c[2] for _, c in carried], dtype=np.float64)])
         q = np.concatenate([quality[idx], np.array([c[3] for _, c in carried], dtype=np.int8)])
         o = np.concatenate([order[idx], np.array([c[4] for _, c in carried], dtype=np.int64)])
+        ss = np.concatenate([sseq[idx], np.array([c[5] for _, c in carried], dtype=np.int64)])
         proc = np.concatenate([is_proc[idx], np.array([c[0] == proc_sid for _, c in carried], dtype=bool)])
         srt = np.lexsort((o, t, m))
-        m, t, v, q, o, proc = m[srt], t[srt], v[srt], q[srt], o[srt], proc[srt]
+        m, t, v, q, o, ss, proc = m[srt], t[srt], v[srt], q[srt], o[srt], ss[srt], proc[srt]
         # Partners are neighbours after sorting; a rare third reading at the same time
         # (a duplicate) pairs with nobody rather than with whichever came first.
         cand = (m[1:] == m[:-1]) & (t[1:] == t[:-1]) & (proc[1:] != proc[:-1])
@@ -635,7 +707,7 @@ class PartitionAnomalies:
         paired[first + 1] = True
         last_of_machine = np.append(m[1:] != m[:-1], True)  # the latest temperature of each machine
         self.halves = {
-            int(m[i]): (proc_sid if proc[i] else air_sid, int(t[i]), float(v[i]), int(q[i]), int(o[i]))
+            int(m[i]): (proc_sid if proc[i] else air_sid, int(t[i]), float(v[i]), int(q[i]), int(o[i]), int(ss[i]))
             for i in np.flatnonzero(last_of_machine & ~paired).tolist()
         }
         if len(first) == 0:
@@ -644,8 +716,11 @@ class PartitionAnomalies:
         a_i = np.where(proc[first], first + 1, first)
         d_value, d_quality = paired_difference(v[p_i], q[p_i], v[a_i], q[a_i])
         d_order = np.maximum(o[p_i], o[a_i]) | 1
+        d_sseq = np.maximum(ss[p_i], ss[a_i])  # the later state the two halves were read under
         back = np.argsort(d_order, kind="stable")
-        return m[p_i][back], t[p_i][back], d_value[back], d_quality[back].astype(np.int8), d_order[back]
+        return (
+            m[p_i][back], t[p_i][back], d_value[back], d_quality[back].astype(np.int8), d_order[back], d_sseq[back],
+        )  # fmt: skip
 
     # -- expiry ------------------------------------------------------------------------
 
@@ -664,6 +739,12 @@ class PartitionAnomalies:
             if cut > 0:
                 del rec.changes_ts[:cut], rec.changes_run[:cut]
                 self._changes = None
+            old = 0
+            while old < len(rec.seq_ts) and rec.seq_ts[old] <= keep_from:
+                old += 1
+            if old > 1:  # keep the last change before the horizon: the state after it still holds
+                del rec.seq_changes[: old - 1], rec.seq_runs[: old - 1], rec.seq_ts[: old - 1]
+                self._seq_changes = None
 
     def _expire_machines(self, machines: list[str], out: list[Alert]) -> None:
         """Clear the machines' open alerts (reason expired), drop their detectors and records."""
@@ -683,6 +764,7 @@ class PartitionAnomalies:
             self.halves.pop(rec.mid, None)
             self.names[rec.mid] = None
             self.last_ts[rec.mid], self.max_seq[rec.mid], self.known[rec.mid] = _NO_TIME, -1, False
+            self.events_seq[rec.mid] = -1
             for entry in sorted(by_machine.get(machine, ()), key=lambda e: e["signal"]):
                 for t in _open_transitions(machine, entry, at):
                     out.append(
@@ -703,7 +785,7 @@ class PartitionAnomalies:
                         expired=True,
                     )
                 )
-        self._changes = None
+        self._changes = self._seq_changes = None
         if by_machine:
             snap["series"] = [entry for entry in snap["series"] if entry["machine_id"] not in gone]
             self.bank = DetectorBank.from_snapshot(snap, self.config.resolver())

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from plantstream.connect.delta_schema import add_missing_columns
 from plantstream.connect.s3 import delta_storage_options
 from plantstream.contract.columns import BRONZE_PARTITION_COLUMNS, bronze_schema
 from plantstream.contract.streams import StreamSpec
@@ -89,7 +90,8 @@ def committed_offset(settings: Settings, uri: str, app_id: str) -> int | None:
 
 
 def ensure_bronze_table(settings: Settings, spec: StreamSpec) -> None:
-    """Create the stream's (empty) bronze table unless it exists.
+    """Create the stream's (empty) bronze table unless it exists; an existing one gains the
+    columns the contract added since it was made (``add_missing_columns``).
 
     Members that each created the table with their first commit raced for Delta version
     0 and the loser's commit failed ("Metadata changed since last commit"), so the
@@ -102,7 +104,7 @@ def ensure_bronze_table(settings: Settings, spec: StreamSpec) -> None:
     uri = bronze_uri(settings, spec)
     storage = delta_storage_options(settings)
     try:
-        DeltaTable(uri, storage_options=storage)
+        add_missing_columns(DeltaTable(uri, storage_options=storage), bronze_schema(spec))
         return
     except TableNotFoundError:
         pass

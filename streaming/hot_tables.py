@@ -18,6 +18,7 @@ silently writing rows into a shape that no longer matches.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,13 @@ def _clickhouse_type(spec: StreamSpec, field: pa.Field) -> str:
 
 
 def _comment(spec: StreamSpec) -> str:
-    return f"plantstream {spec.hot_table} v{RAW_SCHEMA_VERSION}"
+    """Names the table's shape: the raw layout's version and a digest of its columns, so a
+    field added to the contract migrates the existing table (``ensure_hot_tables``) with
+    nobody bumping a version by hand."""
+    schema = bronze_schema(spec)
+    columns = ",".join(f"{name}:{_clickhouse_type(spec, schema.field(name))}" for name in raw_columns(spec))
+    digest = hashlib.sha256(columns.encode()).hexdigest()[:12]
+    return f"plantstream {spec.hot_table} v{RAW_SCHEMA_VERSION} columns {digest}"
 
 
 #: The raw tables' TTL is a backstop this many days beyond ``hot_retention_days``: verified

@@ -44,6 +44,7 @@ from deltalake import CommitProperties, write_deltalake
 from plantstream.assets.cold.archival import ttl_days
 from plantstream.assets.cold.checksums import content_checksum
 from plantstream.assets.silver import silver_schema, to_silver
+from plantstream.connect.delta_schema import add_missing_columns
 from plantstream.contract.streams import StreamSpec
 from plantstream.orchestration.resources import HotStore, Lake
 
@@ -94,7 +95,10 @@ def rebuild_silver_day(lake: Lake, spec: StreamSpec, day: dt.date) -> SilverDay:
     bronze_rows, _version = _bronze_day(lake, spec, day)
     batch = to_silver(spec, bronze_rows) if bronze_rows.num_rows else None
     rows = batch.rows if batch is not None else silver_schema(spec).empty_table()
-    exists = lake.table("silver", spec.name) is not None
+    existing = lake.table("silver", spec.name)
+    exists = existing is not None
+    if existing is not None:
+        add_missing_columns(existing, rows.schema)  # a field the contract gained since it was made
     write_deltalake(
         lake.table_uri("silver", spec.name),
         rows,

@@ -109,12 +109,21 @@ class _Event(msgspec.Struct, kw_only=True, frozen=True, gc=False):
 
 
 class Telemetry(_Event, frozen=True):
-    """One sampled value of one signal (``factory.machine.telemetry``)."""
+    """One sampled value of one signal (``factory.machine.telemetry``).
+
+    ``state_seq``: the ``seq`` (on ``factory.machine.events``) of the latest machine event
+    the edge had produced for this machine when it took the reading - the machine state
+    the value was read under.  A consumer that needs the state at a reading (a stopped
+    drive legitimately reads 0) knows it as soon as it has seen that event, instead of
+    waiting for the events stream to pass the reading's time.  None: the source does not
+    say (no state tag, no state event yet, an older gateway).
+    """
 
     signal: Name
     value: float | None
     unit: Annotated[str, msgspec.Meta(max_length=32)] = ""
     quality: Quality = Quality.GOOD
+    state_seq: Seq | None = None
 
 
 class MachineEvent(_Event, frozen=True):

@@ -98,3 +98,32 @@ def _produce_malformed(settings: Settings, machine_id: str) -> None:
     p = producer(settings)
     p.produce(topic_name(settings, TELEMETRY), value=b"{not json", key=message_key(machine_id))
     assert p.flush(30) == 0
+
+
+def test_a_bronze_table_of_an_older_contract_gains_the_new_column_before_the_stream_writes(stream_settings) -> None:
+    """A table made before ``Telemetry.state_seq`` existed: the flow's start adds the column
+    (old rows read it as null) instead of every commit failing on the schema."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    settings = stream_settings()
+    ensure_buckets(settings, [settings.lake.bucket])
+    uri, storage = bronze_uri(settings, TELEMETRY_STREAM), delta_storage_options(settings)
+    full = bronze_schema(TELEMETRY_STREAM)
+    old = pa.schema([f for f in full if f.name != "state_seq"])
+    DeltaTable.create(uri, old, partition_by=list(BRONZE_PARTITION_COLUMNS), storage_options=storage)
+
+    ensure_bronze_table(settings, TELEMETRY_STREAM)
+
+    assert "state_seq" in DeltaTable(uri, storage_options=storage).schema().to_arrow().names
+    row = {f.name: pa.nulls(1, f.type) for f in full}
+    row.update(
+        machine_id=pa.array(["m-1"]), site=pa.array(["s"]), area=pa.array(["a"]), line=pa.array(["l"]),
+        seq=pa.array([1]), signal=pa.array(["torque"]), unit=pa.array(["Nm"]), quality=pa.array(["good"]),
+        v=pa.array([1], pa.int16()), read_ts=pa.array([1]), ingest_ts=pa.array([1]), state_seq=pa.array([4]),
+        kafka_partition=pa.array([0], pa.int32()), kafka_offset=pa.array([0]),
+        event_ts=pa.array([1]).cast(full.field("event_ts").type),
+        event_date=pa.array([0], pa.int32()).cast(pa.date32()),
+    )  # fmt: skip
+    write_deltalake(uri, pa.table(row, schema=full), mode="append", storage_options=storage)
+    assert DeltaTable(uri, storage_options=storage).to_pyarrow_table(columns=["state_seq"]).column(0).to_pylist() == [4]

@@ -81,3 +81,31 @@ def test_a_replay_of_the_same_batches_adds_no_rows_and_a_differently_cut_one_col
     _write_through_sink(settings, [b for b in batches if b.partition != 1], snapshot_partition=0)
     assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw") > total
     assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw FINAL") == total
+
+
+def test_a_raw_table_of_an_older_contract_gains_the_new_column_and_keeps_its_rows(stream_settings) -> None:
+    """A field added to the contract (``Telemetry.state_seq``) reaches an existing hot table."""
+    from plantstream.connect.hotstore import ensure_database, hotstore_client
+    from plantstream.streaming.hot_tables import raw_table_ddl
+
+    settings = stream_settings()
+    db = settings.hotstore.database
+    ensure_database(settings)
+    old_ddl = raw_table_ddl(settings, TELEMETRY_STREAM).replace("    `state_seq` Nullable(Int64),\n", "")
+    old_ddl = old_ddl.split("COMMENT")[0] + "COMMENT 'plantstream telemetry_raw v2'"
+    assert "state_seq" not in old_ddl
+    client = hotstore_client(settings)
+    try:
+        client.command(old_ddl)
+        client.command(
+            f"INSERT INTO {db}.telemetry_raw (machine_id, seq, signal, value, unit, quality, site, area, line, v,"
+            " event_ts, read_ts, ingest_ts, kafka_partition, kafka_offset, copy_rank) VALUES ('m-1', 7, 'torque',"
+            " 40.0, 'Nm', 'good', 's', 'a', 'l', 1, now64(3), now64(3), now64(3), 0, 3, 1)"
+        )
+    finally:
+        client.close()
+
+    ensure_hot_tables(settings)
+    ensure_hot_tables(settings)  # idempotent: the second call finds the current shape
+
+    assert hot_scalar(settings, f"SELECT count() FROM {db}.telemetry_raw WHERE seq = 7 AND state_seq IS NULL") == 1

@@ -145,8 +145,17 @@ def test_a_stopped_machine_is_no_anomaly_because_the_machine_events_say_it_stopp
     assert {a.kind for a in blind} >= {"limit"}, blind
 
 
-def test_alerts_do_not_depend_on_batch_cuts_topic_interleaving_or_restarts() -> None:
+def without_state_seq(steps: list) -> list:
+    """The feed as an older gateway sent it: readings that do not name their state event."""
+    return [
+        [(s, msgspec.structs.replace(e, state_seq=None) if s == "telemetry" else e) for s, e in step] for step in steps
+    ]
+
+
+@pytest.mark.parametrize("named_state", [True, False], ids=["state_seq", "no_state_seq"])
+def test_alerts_do_not_depend_on_batch_cuts_topic_interleaving_or_restarts(named_state: bool) -> None:
     steps, _, config = scenario()
+    steps = steps if named_state else without_state_seq(steps)
     reference = by_unit(replay(steps, config))
     assert sum(len(v) for v in reference.values()) >= 8
     rng = random.Random(11)
@@ -245,6 +254,26 @@ def test_alerts_round_trip_the_contract_and_fill_the_hot_table_columns() -> None
 def test_the_branch_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="scrap_clear_sigma"):
         Settings(alerts={"scrap_sigma": 2.0, "scrap_clear_sigma": 3.0})
+
+
+def test_a_reading_that_names_its_state_event_is_judged_as_soon_as_that_event_is_here() -> None:
+    """The gateway stamps each reading with its machine's latest event (``state_seq``): the
+    branch then needs no events *after* the reading, so nothing waits between batches."""
+    steps, _, config = scenario(minutes=10)
+
+    def most_waiting(feed: list) -> int:
+        """Readings left waiting after a call, at most, once every machine has sent an event."""
+        core, decoder, waiting = PartitionAnomalies(config, clock=lambda: 0.0), Decoder(), 0
+        for batches in chunked(feed, 5, decoder):  # five steps of the plant per call
+            core.process(batches)
+            if all(core.known[m.mid] for m in core.machines.values()) and len(core.machines) == 4:
+                waiting = max(waiting, core.waiting)
+        return waiting
+
+    assert most_waiting(steps) == 0
+    assert most_waiting(without_state_seq(steps)) > 100  # they wait for the partition's next event
+    # Same alerts either way (the engine's readings are taken after its step's events).
+    assert by_unit(replay(steps, config)) == by_unit(replay(without_state_seq(steps), config))
 
 
 def test_readings_before_a_machines_first_event_wait_for_it() -> None:

@@ -7,6 +7,7 @@ and reach each service through ``plantstream.connect``.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from deltalake import DeltaTable
@@ -37,6 +38,21 @@ class Lake:
             return DeltaTable(self.table_uri(tier, name), version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+
+    def days(self, tier: str, name: str) -> list[dt.date]:
+        """The ``event_date`` partitions the table holds rows for, oldest first (from the
+        Delta log: no data file is read); none for a table not written yet."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = self.table(tier, name)
+        if table is None:
+            return []
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if not actions.num_rows:
+            return []
+        values = pc.unique(actions["partition.event_date"]).to_pylist()
+        return sorted(v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None)
 
     def row_count(self, tier: str, name: str) -> int:
         table = self.table(tier, name)

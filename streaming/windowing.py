@@ -118,6 +118,10 @@ class LateEvents:
 WindowOutput = ClosedWindows | LateEvents
 
 
+def _log_dropped_width(width: int) -> None:
+    log.warning("dropping state of window width %ss no longer configured", width)
+
+
 class PartitionWindows:
     """The window state of one partition; pure Python + numpy/Arrow, no Bytewax.
 
@@ -191,23 +195,24 @@ class PartitionWindows:
             self._restore_rows(state["windows"])
             return
         self.last_offset = state["last_offset"]
-        open_windows = {
-            key: rows for key, rows in state["open"].items() if key[0] in self.windows or self._dropped_width(key[0])
-        }
+        open_windows: dict[tuple[int, int], int] = {}
+        dropped: set[int] = set()
+        for (width, start), rows in state["open"].items():
+            if width in self.windows:
+                open_windows[(width, start)] = rows
+            else:
+                dropped.add(width)
+        for width in sorted(dropped):
+            _log_dropped_width(width)
         if open_windows:
             if replay is None:
                 raise ValueError("restoring open windows needs the partition's events: pass replay=")
             self._rebuild(open_windows, state["replay_from"], replay)
 
-    @staticmethod
-    def _dropped_width(width: int) -> bool:
-        log.warning("dropping state of window width %ss no longer configured", width)
-        return False
-
     def _restore_rows(self, windows: dict[int, dict[int, list[pa.Table]]]) -> None:
         for width, by_start in windows.items():
             if width not in self.windows:
-                self._dropped_width(width)
+                _log_dropped_width(width)
                 continue
             self.windows[width] = {start: list(chunks) for start, chunks in by_start.items()}
             for start, chunks in by_start.items():

@@ -43,21 +43,6 @@ class PipelineError(RuntimeError):
     """A stage failed for another reason than the gate's refusal."""
 
 
-def silver_days(lake: Lake, stream: str = "telemetry") -> list[dt.date]:
-    """The ``event_date`` partitions silver holds rows for (from the Delta log)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = lake.table("silver", stream)
-    if table is None:
-        return []
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if not actions.num_rows:
-        return []
-    values = pc.unique(actions["partition.event_date"]).to_pylist()
-    return sorted(v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None)
-
-
 @dataclass(frozen=True)
 class PipelineResult:
     first_day: dt.date
@@ -175,7 +160,7 @@ def train_on_lake(
         result = stage("silver", SILVER.without_checks())
         if not result.success:
             raise PipelineError(f"silver: {_failure(result)}")
-    days = silver_days(lake)
+    days = lake.days("silver", "telemetry")
     if not days:
         raise PipelineError("silver/telemetry holds no data: nothing to train on (plantstream simulate history?)")
     last = last_day or days[-1]

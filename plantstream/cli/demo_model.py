@@ -218,7 +218,9 @@ def has_history(settings: Settings) -> bool:
 def history_days(settings: Settings, today: dt.date | None = None) -> list[dt.date]:
     """The :data:`HISTORY_DAYS` days before today (UTC) and before the first day bronze holds."""
     today = today or dt.datetime.now(dt.UTC).date()
-    held = bronze_days(settings)
+    from plantstream.orchestration.resources import Lake
+
+    held = Lake(settings).days("bronze", "telemetry")
     end = min([today, *held[:1]])
     return [end - dt.timedelta(days=n) for n in range(HISTORY_DAYS, 0, -1)]
 
@@ -278,23 +280,6 @@ def champion_metrics(settings: Settings, version: str) -> dict[str, float | None
         "median_lead_time_min": "test_lead_time_median_min",
     }
     return {key: logged.get(name) for key, name in names.items()}
-
-
-def bronze_days(settings: Settings) -> list[dt.date]:
-    """The ``event_date`` partitions bronze telemetry holds (from the Delta log)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from plantstream.orchestration.resources import Lake
-
-    table = Lake(settings).table("bronze", "telemetry")
-    if table is None:
-        return []
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if not actions.num_rows:
-        return []
-    values = pc.unique(actions["partition.event_date"]).to_pylist()
-    return sorted(v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None)
 
 
 def _topic_values(settings: Settings, topic: Any) -> Iterator[bytes]:

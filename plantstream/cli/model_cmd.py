@@ -248,7 +248,7 @@ def simulate_history(  # noqa: PLR0917 - typer: one parameter per option
     settings = settings_or_exit()
     console = Console(stderr=True)
     lake = Lake(settings)
-    held = _bronze_days(lake)
+    held = lake.days("bronze", "telemetry")
     first = _day(start)
     if first is None:
         first = held[-1] + dt.timedelta(days=1) if held else dt.datetime.now(dt.UTC).date() - dt.timedelta(weeks=weeks)
@@ -284,17 +284,3 @@ def simulate_history(  # noqa: PLR0917 - typer: one parameter per option
                 "plant_file": str(plant_file),
             }
         )
-
-
-def _bronze_days(lake) -> list[dt.date]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = lake.table("bronze", "telemetry")
-    if table is None:
-        return []
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if not actions.num_rows:
-        return []
-    values = pc.unique(actions["partition.event_date"]).to_pylist()
-    return sorted(v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from waiting import wait_for
 from plantstream.connect.kafka import producer
 from plantstream.contract.topics import TELEMETRY, message_key, topic_name
 from plantstream.settings import Settings
-from plantstream.streaming.runner import prepare_flow, run_cluster, start_cluster, stop_cluster
+from plantstream.streaming.runner import prepare_flow, recovery_dir, run_cluster, start_cluster, stop_cluster
 from plantstream.waiting import wait_until
 
 
@@ -103,6 +104,24 @@ def hot_rows(settings: Settings, table: str) -> int:
         return 0
 
 
+def snapshot_committed_this_run(settings: Settings) -> bool:
+    """True once the flow's recovery store holds an epoch committed by the current
+    execution (a commit past the resume epoch the latest execution started from)."""
+    resume, committed = -1, -1
+    latest_ex = -1
+    for path in sorted(recovery_dir(settings).glob("*.sqlite3")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            for ex_num, epoch in db.execute("SELECT ex_num, resume_epoch FROM exs"):
+                if ex_num > latest_ex:
+                    latest_ex, resume = ex_num, epoch
+            for (epoch,) in db.execute("SELECT commit_epoch FROM commits"):
+                committed = max(committed, epoch)
+        finally:
+            db.close()
+    return latest_ex >= 0 and committed > resume
+
+
 def kill_when(
     settings: Settings,
     progress: Callable[[], int],
@@ -111,20 +130,28 @@ def kill_when(
     processes: Sequence[int],
     log_path: Path,
     deadline: float,
+    after_snapshot: bool = False,
 ) -> list[int]:
     """One run per target: start the cluster (``processes[i]`` processes, cycled), wait until
-    ``progress()`` reaches the run's target (computed once the run started), kill -9 every
-    process.  Returns ``progress()`` after each kill.  A member that dies on its own fails."""
+    ``progress()`` reaches the run's target (computed once the run started) - and, with
+    ``after_snapshot``, until the run committed a snapshot, so the restart resumes from
+    state this run wrote (offsets past a bronze commit, open windows to read back) - then
+    kill -9 every process.  Returns ``progress()`` after each kill.  A member that dies on
+    its own fails."""
     kills: list[int] = []
     for run, target_of in enumerate(targets):
         members = start_cluster(
             settings, processes=processes[run % len(processes)], stop_at_end=False, log_path=log_path
         )
         target = target_of()
+
+        def ready(t: int = target) -> bool:
+            return progress() >= t and (not after_snapshot or snapshot_committed_this_run(settings))
+
         try:
             try:
                 wait_for(
-                    lambda t=target, ms=members: progress() >= t or any(m.poll() is not None for m in ms),
+                    lambda ms=members: ready() or any(m.poll() is not None for m in ms),
                     max(10.0, deadline - time.monotonic()),
                     f"progress of run {run}",
                 )
@@ -151,7 +178,8 @@ def crash_and_recover(
     seed: int,
     timeout_s: float,
 ) -> CrashRun:
-    """Run, kill -9 ``kills`` times at random moments, drain; returns what happened.
+    """Run, kill -9 ``kills`` times at random moments after each run's first snapshot,
+    drain; returns what happened.
 
     ``process_counts[i]`` is the number of processes of the i-th run (cycled): the
     cluster may be resized between restarts.
@@ -173,7 +201,15 @@ def crash_and_recover(
     # A random moment: after the hot store grew by a random share of the events.
     targets = [lambda: raw_rows() + rng.randint(n // (4 * kills), n // (2 * kills)) for _ in range(kills)]
     done_kills = len(
-        kill_when(settings, raw_rows, targets, processes=process_counts, log_path=log_path, deadline=deadline)
+        kill_when(
+            settings,
+            raw_rows,
+            targets,
+            processes=process_counts,
+            log_path=log_path,
+            deadline=deadline,
+            after_snapshot=True,
+        )
     )
     feeder.join(max(1.0, deadline - time.monotonic()))
     assert feeder.done.is_set() and feeder.error is None, feeder.error

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from plantstream.domain.shifts import ShiftCalendar
 from plantstream.settings import Settings
 from plantstream.simulator.plant_config import PlantConfig, Shift, load_plant
 
@@ -74,30 +75,24 @@ def parse_day(key: str) -> dt.date:
     return dt.date.fromisoformat(key)
 
 
-def _minutes(hhmm: str) -> int:
-    parsed = dt.time.fromisoformat(hhmm)
-    return parsed.hour * 60 + parsed.minute
-
-
 def day_windows(day: dt.date, shifts: list[Shift]) -> list[Window]:
     """The whole day, then every shift segment inside it, in time order.
 
-    A shift runs daily from ``start`` to ``end`` (UTC; ``end`` before ``start`` crosses
-    midnight, ``end == start`` is 24 hours); instances that started yesterday or start today
-    are clipped to the day.  Without shifts there is only the day window.
+    The shift instances are the live stream's (:class:`plantstream.domain.shifts.ShiftCalendar`:
+    daily, UTC, ``end`` before ``start`` crosses midnight, ``end == start`` is 24 hours),
+    clipped to the day: one instance that started yesterday, one that starts today.  Without
+    shifts there is only the day window.
     """
     start = day_start_ms(day)
     end = start + MS_PER_DAY
     windows = [Window(DAY_WINDOW, start, start, end)]
-    segments = []
-    for shift in shifts:
-        begin, finish = _minutes(shift.start), _minutes(shift.end)
-        length_ms = ((finish - begin) % (24 * 60) or 24 * 60) * 60_000
-        for offset_days in (-1, 0):
-            instance = start + offset_days * MS_PER_DAY + begin * 60_000
-            lo, hi = max(instance, start), min(instance + length_ms, end)
-            if hi > lo:
-                segments.append(Window(shift.name, instance, lo, hi))
+    calendar = ShiftCalendar(shifts)
+    if calendar.around_the_clock:
+        return windows
+    segments = [
+        Window(instance.name, instance.start_ms, max(instance.start_ms, start), min(instance.end_ms, end))
+        for instance in calendar.instances(start, end)
+    ]
     return windows + sorted(segments, key=lambda w: (w.start_ms, w.shift))
 
 

@@ -2,7 +2,8 @@
 
 A plant file's shifts (``simulator/plant_config.py``: ``name``, ``start``, ``end``, daily, in
 UTC) repeat every day; ``end`` before ``start`` crosses midnight and ``end == start`` is a
-24-hour shift - the same reading as the gold calendar's (``assets/gold/calendar.py``).  A
+24-hour shift.  The gold calendar (``assets/gold/calendar.py``) clips these same instances
+to each UTC day, so the stream and the lakehouse cannot disagree on when a shift runs.  A
 plant without shifts produces around the clock: its shift is the UTC day, named ``day``
 (the name gold gives its whole-day window).
 

@@ -72,6 +72,9 @@ def test_every_stream_lands_once_and_the_next_run_continues(stream_settings: Cal
             assert seqs == list(range(len(seqs))), f"{spec.name}/{machine}: numbering has a hole"
 
 
+# ~50 s (kills and restarts the generator); the default tier's test_every_stream_lands_once_and_the_next_run_continues
+# covers a run that continues where the last one ended.
+@pytest.mark.slow
 def test_a_run_killed_half_way_is_finished_by_the_next_without_duplicates(
     stream_settings: Callable[..., Settings],
 ) -> None:

@@ -30,6 +30,7 @@ def _up_jobs(port: int) -> dict[str, str]:
     return {t["labels"]["job"]: t["health"] for t in targets}
 
 
+@pytest.mark.slow  # ~32 s; test_monitoring_live scrapes a running platform with a real Prometheus in the default tier
 def test_up_with_monitoring_scrapes_the_platform_and_down_stops_everything(tmp_path: Path) -> None:
     # Metrics left at their default (off): --with-monitoring turns them on for what it starts.
     settings = isolated_settings(

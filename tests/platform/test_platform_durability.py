@@ -170,7 +170,10 @@ def _check_everything(settings: Settings, w: Written) -> None:
         assert fh.read() == w.artifact_text
 
 
-@pytest.mark.parametrize("restart", ["kill-9", "down"])
+@pytest.mark.parametrize(
+    "restart",
+    ["kill-9", pytest.param("down", marks=pytest.mark.slow)],  # a clean stop is the easier case (~36 s)
+)
 def test_everything_survives_a_restart(
     make_platform: Callable[..., LocalPlatform],
     unique_name: Callable[..., str],

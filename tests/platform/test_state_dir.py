@@ -82,6 +82,7 @@ def test_status_finds_the_users_platform_from_any_folder(
         platform.down()
 
 
+@pytest.mark.slow  # starts two platforms (~24 s)
 def test_a_second_platform_on_the_same_ports_is_refused_naming_the_running_one(
     make_platform: Callable[..., LocalPlatform], tmp_path: Path
 ) -> None:

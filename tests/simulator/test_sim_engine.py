@@ -191,6 +191,7 @@ def test_injected_sensor_and_device_faults_show_in_readings_and_ground_truth(tmp
     assert ("device_fault", "offline", "robot-cell-007", "", "mqtt-broker") in kinds
 
 
+@pytest.mark.slow  # a statistical run of ~25 s; the ground-truth test covers faults in the default tier
 def test_random_faults_follow_their_rates(tmp_path) -> None:
     faults = FaultConfig.model_validate({"random": {"spike_per_h": 2.0, "stuck_per_h": 0.5}})
     plant = load_plant().with_faults(faults)

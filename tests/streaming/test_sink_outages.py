@@ -134,6 +134,7 @@ def _final_rows(settings: Settings) -> int:
         return -1
 
 
+@pytest.mark.slow  # ~55 s with teardown; the lasting-outage test covers the outage path in the default tier
 def test_a_short_hot_store_outage_is_ridden_out_and_the_sinks_are_exact(own_platform, tmp_path: Path) -> None:
     settings, platform = own_platform
     log = tmp_path / "flow.log"
